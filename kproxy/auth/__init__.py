@@ -1,0 +1,1 @@
+"""Token verification: issuers, discovery, keys and claim mappings."""

@@ -1,0 +1,1 @@
+"""The subcommands of the ``kproxy`` command line."""

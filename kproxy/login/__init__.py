@@ -1,0 +1,1 @@
+"""Client side: the kubectl credential plugin and the kubeconfig writer."""

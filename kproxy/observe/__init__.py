@@ -1,0 +1,1 @@
+"""What kproxy tells its operator: access log, audit events, metrics, probes."""

@@ -1,0 +1,1 @@
+"""Policies: request attributes, university files, namespace grants, decisions."""

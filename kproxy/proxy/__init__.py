@@ -1,0 +1,1 @@
+"""Forwarding to the API server: header hygiene, impersonation, streams, tunnels."""
