@@ -103,6 +103,9 @@ class ClaimMapper:
             value = mapping.expression.evaluate(activation)
             return as_string(value, what="username")
         username = _string_claim(claims, mapping.claim)
+        if not username:
+            # A prefix alone names nobody: refuse it as an empty username.
+            raise ClaimsRejectedError("mapping", "the token maps to an empty username")
         if mapping.claim == "email":
             _check_email_verified(claims)
         return (mapping.prefix or "") + username

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import ssl
 import time
 import uuid
@@ -155,8 +156,10 @@ class IssuerStandin:
         """Sign any claims, for tests that need a token no issuer would make."""
         signing_key = key or self.key(algorithm)
         header = {"kid": signing_key.kid, **(headers or {})}
-        return jwt.encode(
-            dict(claims), signing_key.private_key, algorithm=algorithm, headers=header
+        # PyJWS rather than jwt.encode: tests need claims pyjwt would refuse to make.
+        payload = json.dumps(dict(claims), separators=(",", ":")).encode()
+        return jwt.PyJWS().encode(
+            payload, signing_key.private_key, algorithm=algorithm, headers=header
         )
 
     def mint_service_account(
