@@ -193,7 +193,7 @@ def _critical_extension(issuer: IssuerStandin, claims: dict[str, Any]) -> str:
 
 
 def _kid_not_a_string(issuer: IssuerStandin, claims: dict[str, Any]) -> str:
-    header, payload, signature = issuer.sign(claims).split(".")
+    _, payload, signature = issuer.sign(claims).split(".")
     return f"{b64({'alg': 'RS256', 'kid': 7})}.{payload}.{signature}"
 
 
