@@ -23,6 +23,7 @@ token maps once).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -295,15 +296,20 @@ def _denied(
 
 def describe(user: UserInfo, request: RequestInfo) -> str:
     """Say what was refused in the API server's words."""
+    username = _quoted(user.username)
     if not request.is_resource_request:
-        return f"user {user.username!r} cannot {request.verb} path {request.path!r}"
+        return f"user {username} cannot {request.verb} path {_quoted(request.path)}"
     resource = request.resource
     if request.subresource:
         resource = f"{resource}/{request.subresource}"
     text = (
-        f"user {user.username!r} cannot {request.verb} resource {resource!r} "
-        f"in API group {request.api_group!r}"
+        f"user {username} cannot {request.verb} resource {_quoted(resource)} "
+        f"in API group {_quoted(request.api_group)}"
     )
     if request.namespace:
-        return f"{text} in the namespace {request.namespace!r}"
+        return f"{text} in the namespace {_quoted(request.namespace)}"
     return f"{text} at the cluster scope"
+
+
+def _quoted(value: str) -> str:
+    return json.dumps(value)
