@@ -1,0 +1,354 @@
+"""The audit trail: one ``audit.k8s.io/v1`` ``Event`` per request, as JSON lines.
+
+Tools that read the API server's audit log (log shippers, SIEM rules, ``jq`` recipes)
+read kproxy's unchanged: each line is an ``Event`` at stage ``ResponseComplete``, with
+the same field names, timestamps in RFC 3339 with microseconds and the outcome in
+``responseStatus.code``. What kproxy adds goes where the API server puts its own
+additions: in ``annotations``, under ``kproxy.io/``.
+
+Whose request it was. To the target API server the caller is kproxy, impersonating
+someone; to kproxy the caller is whoever the verified token names, after the
+university's policy mapped it to a Kubernetes user. That mapping is authentication, as
+the API server's own OIDC authenticator maps claims to a user, so ``user`` is the
+mapped user and ``impersonatedUser`` stays empty: the client never asked to impersonate
+anyone (kproxy strips such headers). The token behind the user is named by the
+``kproxy.io/issuer`` and ``kproxy.io/subject`` annotations. A request refused before a
+user was known has an empty ``user``, as the API server writes it for a failed login.
+Every request is recorded, refused and unauthenticated ones included.
+
+What is never written: a token, an ``Authorization`` header, any header but
+``User-Agent``, and request bodies of secrets (level ``Request`` records the bodies of
+other writes, up to ``MAX_REQUEST_OBJECT_BYTES``). Every line is passed through
+``redact`` before it is queued, in case a client put a token in a URI or a body.
+
+Writing never blocks the event loop: a line is queued and a writer thread appends it to
+stdout or to a file rotated by size (``audit.log``, ``audit.log.1`` ... as
+``RotatingFileHandler`` names them). When the queue is full the event is dropped and
+counted rather than stalling requests, as the API server's buffered audit backend does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Final, Literal, Protocol
+
+from pydantic import Field
+
+from kproxy.configfile import Model
+from kproxy.errors import ConfigError
+from kproxy.observe.records import RequestRecord
+from kproxy.observe.redaction import redact
+
+logger = logging.getLogger(__name__)
+
+AuditLevel = Literal["Metadata", "Request"]
+
+MAX_REQUEST_OBJECT_BYTES: Final = 64 * 1024
+QUEUE_LENGTH: Final = 10_000
+WRITE_VERBS: Final = frozenset(
+    {"create", "update", "patch", "delete", "deletecollection"}
+)
+# (API group, resource) whose bodies hold credentials: never recorded at any level.
+SENSITIVE_RESOURCES: Final = frozenset(
+    {("", "secrets"), ("authentication.k8s.io", "tokenreviews")}
+)
+STDOUT: Final = "-"
+
+
+class AuditSettings(Model):
+    """The ``audit`` section of the configuration file."""
+
+    enabled: bool = True
+    path: str = Field(default=STDOUT, min_length=1)
+    max_size_mb: int = Field(default=100, ge=1, le=1_000_000, alias="maxSizeMB")
+    max_backups: int = Field(default=5, ge=1, le=1000)
+    level: AuditLevel = "Metadata"
+
+
+class AuditEvents(Protocol):
+    """Told when an event could not be written, so a metric can count it."""
+
+    def audit_dropped(self) -> None: ...
+
+
+class AuditLog:
+    """Queues one event per request for a writer thread; ``close`` flushes it."""
+
+    def __init__(
+        self,
+        settings: AuditSettings,
+        *,
+        base_dir: Path,
+        events: AuditEvents | None = None,
+        queue_length: int = QUEUE_LENGTH,
+    ) -> None:
+        self.settings = settings
+        self.dropped = 0
+        self._events = events
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=queue_length)
+        self._writer: threading.Thread | None = None
+        if settings.enabled:
+            sink = _open_sink(settings, base_dir=base_dir)
+            self._writer = threading.Thread(
+                target=_Writer(self._queue, sink, self._drop).run,
+                name="kproxy-audit-writer",
+                daemon=True,
+            )
+            self._writer.start()
+
+    def write(self, record: RequestRecord, *, body: bytes | None = None) -> None:
+        """Queue the event of one finished request; never blocks.
+
+        ``body`` is the request body, recorded for writes at level ``Request`` only.
+        """
+        if self._writer is None:
+            return
+        event = audit_event(record, level=self.settings.level, body=body)
+        line = redact(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+        try:
+            self._queue.put_nowait(line + "\n")
+        except queue.Full:
+            self._drop()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the writer; later events are ignored."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        self._queue.put(None, timeout=timeout)
+        writer.join(timeout)
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        if self._events is not None:
+            self._events.audit_dropped()
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            logger.warning("audit events dropped so far: %d", self.dropped)
+
+
+def audit_event(
+    record: RequestRecord, *, level: AuditLevel, body: bytes | None = None
+) -> dict[str, Any]:
+    """Render a record as an ``audit.k8s.io/v1`` ``Event`` at ``ResponseComplete``."""
+    event: dict[str, Any] = {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": level,
+        "auditID": record.request_id,
+        "stage": "ResponseComplete",
+        "requestURI": record.uri,
+        "verb": record.verb,
+        "user": _user(record),
+        "sourceIPs": [record.client_address] if record.client_address else [],
+        "userAgent": record.user_agent,
+        "responseStatus": {"metadata": {}, "code": record.status},
+        "requestReceivedTimestamp": rfc3339_micro(record.started_at),
+        "stageTimestamp": rfc3339_micro(record.started_at + record.latency),
+        "annotations": _annotations(record),
+    }
+    if record.is_resource_request:
+        event["objectRef"] = _object_ref(record)
+    if level == "Request" and body is not None and record.verb in WRITE_VERBS:
+        _add_request_object(event, record, body)
+    return event
+
+
+def rfc3339_micro(seconds: float) -> str:
+    """Format a time as the API server's ``MicroTime``: UTC, six decimals, ``Z``."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _user(record: RequestRecord) -> dict[str, Any]:
+    user = record.user
+    if user is None:
+        return {}
+    rendered: dict[str, Any] = {"username": user.username}
+    if user.uid:
+        rendered["uid"] = user.uid
+    if user.groups:
+        rendered["groups"] = list(user.groups)
+    if user.extra:
+        rendered["extra"] = {key: list(values) for key, values in user.extra.items()}
+    return rendered
+
+
+def _object_ref(record: RequestRecord) -> dict[str, str]:
+    fields = {
+        "resource": record.resource,
+        "namespace": record.namespace,
+        "name": record.name,
+        "apiGroup": record.api_group,
+        "apiVersion": record.api_version,
+        "subresource": record.subresource,
+    }
+    return {key: value for key, value in fields.items() if value}
+
+
+def _annotations(record: RequestRecord) -> dict[str, str]:
+    annotations = {
+        "kproxy.io/decision": record.decision,
+        "kproxy.io/client-address": record.client_address,
+        "kproxy.io/issuer": record.issuer,
+        "kproxy.io/subject": record.subject,
+        "kproxy.io/university": record.university,
+        "kproxy.io/decided-by": record.decided_by,
+        "kproxy.io/authentication-failure": record.auth_failure,
+    }
+    return {key: value for key, value in annotations.items() if value}
+
+
+def _add_request_object(
+    event: dict[str, Any], record: RequestRecord, body: bytes
+) -> None:
+    reason = _withheld_because(record, body)
+    if reason is None:
+        try:
+            event["requestObject"] = json.loads(body)
+            return
+        except ValueError:
+            reason = "not JSON"
+    event["annotations"]["kproxy.io/request-object"] = f"omitted: {reason}"
+
+
+def _withheld_because(record: RequestRecord, body: bytes) -> str | None:
+    if (record.api_group, record.resource) in SENSITIVE_RESOURCES:
+        return f"{record.resource} are never recorded"
+    if len(body) > MAX_REQUEST_OBJECT_BYTES:
+        return f"over {MAX_REQUEST_OBJECT_BYTES} bytes"
+    return None
+
+
+class _Sink(Protocol):
+    def write(self, text: str) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _open_sink(settings: AuditSettings, *, base_dir: Path) -> _Sink:
+    if settings.path == STDOUT:
+        return _StreamSink(sys.stdout)
+    path = base_dir / settings.path
+    try:
+        return RotatingFile(
+            path,
+            max_bytes=settings.max_size_mb * 1024 * 1024,
+            backups=settings.max_backups,
+        )
+    except OSError as exc:
+        raise ConfigError.single(
+            str(path), f"cannot open the audit log: {exc.strerror}", field="audit.path"
+        ) from exc
+
+
+class _Writer:
+    """The writer thread's loop: everything here may block, nothing here may raise.
+
+    Lines are flushed when the queue runs empty, so a burst costs one flush rather
+    than one per line. Lines lost to a failing write are counted as dropped, and the
+    failure is logged when it starts and when it ends rather than once per line.
+    """
+
+    def __init__(
+        self, lines: queue.Queue[str | None], sink: _Sink, drop: Callable[[], None]
+    ) -> None:
+        self.lines = lines
+        self.sink = sink
+        self.drop = drop
+        self.unflushed = 0
+        self.failing = False
+
+    def run(self) -> None:
+        try:
+            while (line := self.lines.get()) is not None:
+                if self._attempt(self.sink.write, line):
+                    self.unflushed += 1
+                if self.lines.empty():
+                    self._flush()
+            self._flush()
+        finally:
+            self._attempt(self.sink.close)
+
+    def _flush(self) -> None:
+        if not self._attempt(self.sink.flush):
+            for _ in range(self.unflushed):
+                self.drop()
+        self.unflushed = 0
+
+    def _attempt(self, action: Callable[..., None], *args: str) -> bool:
+        try:
+            action(*args)
+        except OSError as exc:
+            if not self.failing:
+                logger.warning("cannot write the audit log: %s", exc.strerror or exc)
+            self.failing = True
+            return False
+        if self.failing:
+            logger.info("the audit log can be written again")
+        self.failing = False
+        return True
+
+
+class _StreamSink:
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> None:
+        self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.flush()
+
+
+class RotatingFile:
+    """A file that is renamed to ``name.1`` (and older ones shifted) when it is full.
+
+    The naming and order are ``logging.handlers.RotatingFileHandler``'s, so log
+    shippers configured for Python services follow it. A single line larger than the
+    limit is still written whole, to a fresh file.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._file = self._open()
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        if self._size > 0 and self._size + len(data) > self.max_bytes:
+            self._rotate()
+        self._file.write(data)
+        self._size += len(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _open(self) -> IO[bytes]:
+        handle = open(self.path, "ab")  # noqa: SIM115  kept open across writes
+        self._size = handle.tell()
+        return handle
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for index in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._file = self._open()
