@@ -1,0 +1,3 @@
+from tests.oidc.harness import oidc_node_modules, oidc_provider
+
+__all__ = ["oidc_node_modules", "oidc_provider"]
