@@ -1,0 +1,106 @@
+"""Forwarding one ordinary request to the API server and streaming the answer back.
+
+The method, the raw path and the raw query pass byte for byte: kproxy decided on the
+request as the API server will parse it, so re-encoding or normalising anything here
+would let the two disagree. Bodies stream in both directions without being held in
+memory, and every chunk of the answer is written to the client as soon as it arrives,
+so watches and followed logs stay live; there is no total timeout.
+
+Content is relayed as it is: kproxy neither decompresses nor re-encodes, and it never
+follows a redirect (a ``Location`` is the client's business, and following it would
+send kproxy's credential somewhere else).
+
+Failures before the answer starts are raised as ``UpstreamError`` and its subclasses
+for the caller to render as a ``Status``. Once the answer has started its status line
+is already with the client, so a failure mid-stream closes the client connection
+without a final chunk: the client sees a truncated stream, exactly as it would if it
+had been talking to the API server when that connection broke.
+
+A client that goes away ends the handler (aiohttp cancels it when the server runs with
+``handler_cancellation=True``, or the next write fails) and the unfinished upstream
+answer is released, which closes that upstream connection instead of reusing it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+
+from kproxy.auth.identity import UserInfo
+from kproxy.proxy.headers import response_headers, upstream_headers
+from kproxy.proxy.upstream import Upstream
+
+logger = logging.getLogger(__name__)
+
+# The client's connection is gone or broken; nothing more can be written to it.
+_CLIENT_GONE: Final = (ConnectionError, aiohttp.ClientConnectionResetError)
+
+
+async def forward(
+    request: web.Request, upstream: Upstream, user: UserInfo
+) -> web.StreamResponse:
+    """Send ``request`` to the API server as ``user`` and stream its answer back.
+
+    Raises ``UpstreamError`` (502, 503, 504) when no answer could be had, and the
+    errors of ``upstream_headers`` when the user or a header cannot be sent.
+    """
+    headers = upstream_headers(
+        request.headers,
+        user,
+        authorization=upstream.authorization(),
+        peer=request.remote,
+    )
+    body = request.content if request.body_exists else None
+    answer = await upstream.send(
+        request.method, _raw_path_qs(request), headers=headers, data=body
+    )
+    try:
+        return await _relay(request, answer)
+    finally:
+        answer.release()
+
+
+def _raw_path_qs(request: web.BaseRequest) -> str:
+    url = request.rel_url
+    query = url.raw_query_string
+    return f"{url.raw_path}?{query}" if query else url.raw_path
+
+
+async def _relay(
+    request: web.Request, answer: aiohttp.ClientResponse
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        status=answer.status,
+        reason=answer.reason,
+        headers=response_headers(answer.headers),
+    )
+    await response.prepare(request)
+    try:
+        async for chunk in answer.content.iter_any():
+            await response.write(chunk)
+    except _CLIENT_GONE:
+        logger.debug(
+            "client left during %s %s", request.method, request.rel_url.raw_path
+        )
+        return response
+    except (aiohttp.ClientError, OSError) as exc:
+        logger.warning(
+            "the API server broke off %s %s: %s",
+            request.method,
+            request.rel_url.raw_path,
+            type(exc).__name__,
+        )
+        _abort(request, response)
+        return response
+    await response.write_eof()
+    return response
+
+
+def _abort(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    response.force_close()
+    transport = request.transport
+    if transport is not None:
+        transport.close()
