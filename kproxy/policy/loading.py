@@ -32,12 +32,11 @@ from kproxy.policy.model import (
     AdmittedIdentity,
     ClusterRule,
     Deny,
-    FederationSettings,
     Rule,
-    University,
     UniversityPolicy,
 )
 from kproxy.policy.policyset import CompiledUniversity, Guardrails, PolicySet
+from kproxy.policy.settings import FederationSettings, University
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 

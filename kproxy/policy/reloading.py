@@ -35,8 +35,8 @@ from kproxy.policy.loading import (
     policy_directory,
     policy_files,
 )
-from kproxy.policy.model import FederationSettings
 from kproxy.policy.policyset import CompiledUniversity, PolicySet
+from kproxy.policy.settings import FederationSettings
 
 logger = logging.getLogger(__name__)
 

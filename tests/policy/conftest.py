@@ -10,8 +10,8 @@ import pytest
 from kproxy.auth.identity import Identity, UserInfo
 from kproxy.configfile import load_document
 from kproxy.policy.loading import federation_settings, load_policy_set
-from kproxy.policy.model import FederationSettings
 from kproxy.policy.policyset import PolicySet
+from kproxy.policy.settings import FederationSettings
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = Path(__file__).parents[2] / "policies"

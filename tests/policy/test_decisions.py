@@ -10,8 +10,8 @@ from kproxy.auth.identity import Identity
 from kproxy.policy.attributes import parse_request
 from kproxy.policy.grants import GrantIndex, compile_grant
 from kproxy.policy.loading import compile_guardrails, load_policy_set
-from kproxy.policy.model import FederationSettings
 from kproxy.policy.policyset import PolicySet
+from kproxy.policy.settings import FederationSettings
 from tests.policy.conftest import (
     ALPHA_CLUSTER,
     ALPHA_IDP,
@@ -375,7 +375,8 @@ clusterRules:
     decision = policies.decide(RESEARCHER, parse_request("GET", "/version", ""))
     assert not decision.allowed
     assert decision.decided_by == "guardrail: ambiguous identity"
-    assert "beta" not in decision.message and "alpha" not in decision.message
+    assert "beta" not in decision.message
+    assert "alpha" not in decision.message
 
 
 def _grant(

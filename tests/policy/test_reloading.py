@@ -11,8 +11,8 @@ import pytest
 
 from kproxy.errors import ConfigError
 from kproxy.policy.attributes import parse_request
-from kproxy.policy.model import FederationSettings
 from kproxy.policy.reloading import PolicyStore
+from kproxy.policy.settings import FederationSettings
 from tests.policy.conftest import ALPHA_CLUSTER, EXAMPLES, service_account_identity
 
 SCHEDULER = service_account_identity(ALPHA_CLUSTER)
@@ -64,7 +64,8 @@ def test_a_broken_file_at_start_stops_with_file_line_and_field(
     problem = raised.value.problems[0]
     assert problem.file.endswith("alpha.yaml")
     assert problem.field == "rules[3].verbs[0]"
-    assert problem.line is not None and problem.line > 50
+    assert problem.line is not None
+    assert problem.line > 50
 
 
 def test_a_configmap_swap_is_applied_and_a_broken_update_keeps_the_last_good_policy(

@@ -10,7 +10,7 @@ import pytest
 
 from kproxy.policy.grants import LIST_PATH, GrantIndex
 from kproxy.policy.loading import compile_guardrails
-from kproxy.policy.model import FederationSettings
+from kproxy.policy.settings import FederationSettings
 from kproxy.policy.watching import GrantWatcher
 
 
