@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -100,3 +102,16 @@ def pod(name: str, namespace: str = "default", **labels: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {"containers": [{"name": "main", "image": "busybox"}]},
     }
+
+
+@pytest.fixture
+async def http(apiserver: ApiServer) -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client that trusts the stand-in's CA and sends no credentials."""
+    context = ssl.create_default_context(cadata=apiserver.ca_pem.decode())
+    connector = aiohttp.TCPConnector(ssl=context)
+    async with aiohttp.ClientSession(apiserver.url, connector=connector) as session:
+        yield session
+
+
+def bearer(credentials: Credentials, **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credentials.token}", **headers}

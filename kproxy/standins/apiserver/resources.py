@@ -27,8 +27,12 @@ from .store import Object, Store
 
 
 def respond(body: Any, status: int = 200) -> web.Response:
+    # kube-apiserver sends no charset parameter; client-go's discovery client only
+    # decodes a Status from a bare application/json.
     return web.Response(
-        text=json.dumps(body), status=status, content_type="application/json"
+        body=json.dumps(body).encode(),
+        status=status,
+        headers={"Content-Type": "application/json"},
     )
 
 
