@@ -129,9 +129,20 @@ def compile_policy_document(
     document: Document, path: Path, settings: FederationSettings | None
 ) -> CompiledUniversity:
     """Validate a parsed policy document and compile it; raise ``ConfigError``."""
-    policy = validate(document, UniversityPolicy)
-    university = _check_guardrails(document, policy, settings)
+    policy, university = checked_policy(document, settings)
     return _compile(display_name(path), policy, university, settings)
+
+
+def checked_policy(
+    document: Document, settings: FederationSettings | None
+) -> tuple[UniversityPolicy, University]:
+    """Validate a policy document against the schema and the guardrails.
+
+    Returns the policy and the operator's entry for its university (a stand-in when
+    ``settings`` is ``None``). Raises ``ConfigError`` listing every problem.
+    """
+    policy = validate(document, UniversityPolicy)
+    return policy, _check_guardrails(document, policy, settings)
 
 
 def _check_guardrails(
