@@ -138,9 +138,9 @@ class TokenFile:
         self._clock = clock
         self._stamp: tuple[int, int, int] | None = None
         self._value = ""
-        self._next_check = 0.0
         if not self._refresh():
             raise ConfigError.single(str(path), "token file is missing or empty")
+        self._next_check = clock() + recheck_seconds
 
     @property
     def path(self) -> Path:
