@@ -79,8 +79,15 @@ class UpstreamSettings(Model):
     kubeconfig: str | None = None
     context: str | None = None
     in_cluster: bool = False
+    # Open connections at once, idle or busy; every open watch or log stream holds
+    # one, and a request waits up to the connect timeout for a free one.
     pool_size: int = Field(default=512, ge=1, le=65536)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    # From sending a request until the answer's head arrives. Longer than the API
+    # server's own 60 s request timeout, so its answer wins; streams have no limit
+    # once their head has arrived.
+    # TODO: the request body is sent within this time too, so an upload slower than
+    # it fails with 504; a separate body timeout would lift that.
     response_header_timeout_seconds: float = Field(default=90.0, gt=0)
     idle_connection_timeout_seconds: float = Field(default=60.0, gt=0)
 
