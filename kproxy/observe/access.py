@@ -161,8 +161,12 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
-        for key, value in _extra_fields(record).items():
-            if isinstance(value, str):
+        # One pass over all the string fields at once; field by field only when
+        # that pass found something.
+        fields = {k: v for k, v in _extra_fields(record).items() if isinstance(v, str)}
+        joined = "\n".join(fields.values())
+        if redact(joined) != joined:
+            for key, value in fields.items():
                 setattr(record, key, redact(value))
         return True
 

@@ -62,6 +62,8 @@ SENSITIVE_RESOURCES: Final = frozenset(
 )
 STDOUT: Final = "-"
 
+_Pending = tuple[RequestRecord, bytes | None]
+
 
 class AuditSettings(Model):
     """The ``audit`` section of the configuration file."""
@@ -93,12 +95,12 @@ class AuditLog:
         self.settings = settings
         self.dropped = 0
         self._events = events
-        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=queue_length)
+        self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=queue_length)
         self._writer: threading.Thread | None = None
         if settings.enabled:
             sink = _open_sink(settings, base_dir=base_dir)
             self._writer = threading.Thread(
-                target=_Writer(self._queue, sink, self._drop).run,
+                target=_Writer(self._queue, sink, self._drop, settings.level).run,
                 name="kproxy-audit-writer",
                 daemon=True,
             )
@@ -111,10 +113,10 @@ class AuditLog:
         """
         if self._writer is None:
             return
-        event = audit_event(record, level=self.settings.level, body=body)
-        line = redact(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+        # Rendering (a body may be parsed, every line is scanned for tokens) is left
+        # to the writer thread: the event loop only hands over two immutable values.
         try:
-            self._queue.put_nowait(line + "\n")
+            self._queue.put_nowait((record, body))
         except queue.Full:
             self._drop()
 
@@ -132,6 +134,12 @@ class AuditLog:
             self._events.audit_dropped()
         if self.dropped == 1 or self.dropped % 1000 == 0:
             logger.warning("audit events dropped so far: %d", self.dropped)
+
+
+def audit_line(record: RequestRecord, *, level: AuditLevel, body: bytes | None) -> str:
+    """One line of the audit log: the event as compact JSON, redacted."""
+    event = audit_event(record, level=level, body=body)
+    return redact(json.dumps(event, separators=(",", ":"), ensure_ascii=False)) + "\n"
 
 
 def audit_event(
@@ -259,9 +267,14 @@ class _Writer:
     """
 
     def __init__(
-        self, lines: queue.Queue[str | None], sink: _Sink, drop: Callable[[], None]
+        self,
+        lines: queue.Queue[_Pending | None],
+        sink: _Sink,
+        drop: Callable[[], None],
+        level: AuditLevel,
     ) -> None:
         self.lines = lines
+        self.level = level
         self.sink = sink
         self.drop = drop
         self.unflushed = 0
@@ -269,7 +282,8 @@ class _Writer:
 
     def run(self) -> None:
         try:
-            while (line := self.lines.get()) is not None:
+            while (pending := self.lines.get()) is not None:
+                line = audit_line(pending[0], level=self.level, body=pending[1])
                 if self._attempt(self.sink.write, line):
                     self.unflushed += 1
                 if self.lines.empty():
