@@ -73,9 +73,9 @@ class TokenCache:
 
     def load(self, key: str) -> CachedTokens | None:
         """The cached tokens for ``key``; ``None`` if absent, unreadable or unsafe."""
-        path = self.path(key)
         try:
-            with path.open("rb") as file:
+            descriptor = os.open(self.path(key), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(descriptor, "rb") as file:
                 if not _private_to_us(os.fstat(file.fileno())):
                     return None
                 document: Any = json.load(file)

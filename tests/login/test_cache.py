@@ -105,3 +105,11 @@ def test_scope_order_does_not_split_the_cache() -> None:
     assert cache_key(settings) == cache_key(
         replace(settings, scopes=("email", "openid"))
     )
+
+
+def test_a_symlinked_cache_file_is_not_followed(tmp_path: Path) -> None:
+    cache = TokenCache(tmp_path / "kproxy")
+    cache.store("real", TOKENS)
+    cache.path("k").symlink_to(cache.path("real"))
+
+    assert cache.load("k") is None

@@ -23,7 +23,14 @@ from tests.login.driving import (
     run_login,
 )
 from tests.oidc.browser import Person
-from tests.oidc.harness import ACCOUNTS, PUBLIC_CLIENT_ID, OidcProvider
+from tests.oidc.harness import (
+    ACCOUNTS,
+    AUDIENCE,
+    PUBLIC_CLIENT_ID,
+    RESOURCE,
+    RESOURCE_SCOPE,
+    OidcProvider,
+)
 
 
 def _claims(token: str, provider: OidcProvider) -> dict[str, object]:
@@ -182,3 +189,29 @@ def test_a_refresh_the_provider_refuses_asks_the_person_again(
         obtain_credential(
             settings, interactive=False, clock=lambda: first.expires_at - 10
         )
+
+
+def test_an_access_token_for_kproxy_is_given_when_configured(
+    oidc_provider: OidcProvider, cache_home: Path, person: Person
+) -> None:
+    settings = provider_settings(
+        oidc_provider,
+        flow="device",
+        bearer="access-token",
+        resource=RESOURCE,
+        scopes=("openid", RESOURCE_SCOPE),
+    )
+
+    credential = DeviceLoginInThread(settings).run(person)
+
+    keys = jwt.PyJWKSet.from_dict(oidc_provider.public_keys)
+    claims = jwt.decode(
+        credential.token,
+        keys["key-1"].key,
+        algorithms=["RS256"],
+        audience=AUDIENCE,
+        issuer=oidc_provider.issuer,
+    )
+    assert claims["sub"] == "alice"
+    assert claims["scope"] == RESOURCE_SCOPE
+    assert credential.expires_at == pytest.approx(claims["exp"], abs=5)
