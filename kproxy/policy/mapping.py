@@ -17,7 +17,7 @@ mapped at all: a half-rendered name could collide with another user's.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
@@ -192,3 +192,62 @@ def service_account(identity: Identity) -> tuple[str, str] | None:
     if identity.subject != f"{_SERVICE_ACCOUNT_PREFIX}{namespace}:{name}":
         return None
     return namespace, name
+
+
+Ranked = tuple[int, IdentityEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryIndex:
+    """Identity entries by issuer and by their most selective exact matcher.
+
+    Many universities share an issuer (CILogon, or one cluster's issuer in a test
+    federation), so the issuer alone leaves many candidates. Entries that require an
+    exact service-account namespace or exact ``idp`` values are also filed under
+    those, and only entries that could admit the identity are tried.
+    """
+
+    keyed: Mapping[tuple[str, str, str], tuple[Ranked, ...]]
+    unkeyed: Mapping[str, tuple[Ranked, ...]]
+
+    @classmethod
+    def of(cls, entries: Iterable[IdentityEntry]) -> EntryIndex:
+        """Index ``entries``; their order is the order candidates are returned in."""
+        keyed: dict[tuple[str, str, str], list[Ranked]] = {}
+        unkeyed: dict[str, list[Ranked]] = {}
+        for ranked in enumerate(entries):
+            keys = _entry_keys(ranked[1])
+            if not keys:
+                unkeyed.setdefault(ranked[1].issuer, []).append(ranked)
+            for key in keys:
+                keyed.setdefault(key, []).append(ranked)
+        return cls(
+            MappingProxyType({key: tuple(found) for key, found in keyed.items()}),
+            MappingProxyType({key: tuple(found) for key, found in unkeyed.items()}),
+        )
+
+    def candidates(self, identity: Identity) -> list[IdentityEntry]:
+        """Every entry that could admit ``identity``, in index order."""
+        issuer = identity.issuer
+        found = list(self.unkeyed.get(issuer, ()))
+        account = service_account(identity)
+        if account is not None:
+            found.extend(self.keyed.get((issuer, "sa", account[0]), ()))
+        idp = _claim_str(identity, "idp")
+        if idp is not None:
+            found.extend(self.keyed.get((issuer, "idp", idp), ()))
+        found.sort(key=lambda ranked: ranked[0])
+        return [entry for _, entry in found]
+
+
+def _entry_keys(entry: IdentityEntry) -> list[tuple[str, str, str]]:
+    namespaces = entry.service_account_namespace
+    if (
+        namespaces is not None
+        and namespaces.pattern is None
+        and not namespaces.everything
+    ):
+        return [(entry.issuer, "sa", namespace) for namespace in namespaces.exact]
+    if entry.idps is not None:
+        return [(entry.issuer, "idp", idp) for idp in sorted(entry.idps)]
+    return []

@@ -18,8 +18,9 @@ because a list across all namespaces reaches into the denied namespaces too.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final, Literal
 
 from kproxy.policy.attributes import RequestInfo
@@ -89,6 +90,7 @@ class CompiledRule:
     verbs: frozenset[str]
     non_resource_urls: frozenset[str] = frozenset()
     non_resource_prefixes: tuple[str, ...] = ()
+    order: int = 0
 
     def applies_to(self, entry: str) -> bool:
         return self.identities is None or entry in self.identities
@@ -148,6 +150,7 @@ def compile_rule(
     resources: Iterable[str],
     verbs: Iterable[str],
     non_resource_urls: Iterable[str] = (),
+    order: int = 0,
 ) -> CompiledRule:
     """Build a ``CompiledRule``; every list becomes a set or a compiled pattern."""
     urls = tuple(non_resource_urls)
@@ -161,4 +164,78 @@ def compile_rule(
         verbs=frozenset(verbs),
         non_resource_urls=frozenset(url for url in urls if not url.endswith("*")),
         non_resource_prefixes=tuple(url[:-1] for url in urls if url.endswith("*")),
+        order=order,
     )
+
+
+ALL_VERBS: Final = (
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "proxy",
+    "head",
+    "post",
+    "put",
+    "options",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleIndex:
+    """Rules indexed by verb and exact namespace, so a decision reads only a few.
+
+    A rule whose scope is fixed to exact namespaces (or to cluster scope, the key
+    ``""``) is filed under each (verb, namespace) it can match; the others (globs,
+    every namespace) under their verbs alone. The first match in file order wins.
+    """
+
+    keyed: Mapping[tuple[str, str], tuple[CompiledRule, ...]]
+    unkeyed: Mapping[str, tuple[CompiledRule, ...]]
+
+    @classmethod
+    def of(cls, rules: Iterable[CompiledRule]) -> RuleIndex:
+        keyed: dict[tuple[str, str], list[CompiledRule]] = {}
+        unkeyed: dict[str, list[CompiledRule]] = {}
+        for rule in rules:
+            verbs = ALL_VERBS if ANY in rule.verbs else tuple(rule.verbs)
+            namespaces = _namespace_keys(rule)
+            for verb in verbs:
+                if namespaces is None:
+                    unkeyed.setdefault(verb, []).append(rule)
+                    continue
+                for namespace in namespaces:
+                    keyed.setdefault((verb, namespace), []).append(rule)
+        return cls(
+            MappingProxyType({key: tuple(found) for key, found in keyed.items()}),
+            MappingProxyType({key: tuple(found) for key, found in unkeyed.items()}),
+        )
+
+    def first_match(self, entry: str, request: RequestInfo) -> CompiledRule | None:
+        """The first rule, in file order, that applies to ``entry`` and matches."""
+        found = None
+        for rule in self.keyed.get((request.verb, request.namespace), ()):
+            if rule.applies_to(entry) and rule.matches(request):
+                found = rule
+                break
+        for rule in self.unkeyed.get(request.verb, ()):
+            if found is not None and rule.order > found.order:
+                break
+            if rule.applies_to(entry) and rule.matches(request):
+                return rule
+        return found
+
+
+def _namespace_keys(rule: CompiledRule) -> tuple[str, ...] | None:
+    if rule.scope == "cluster":
+        return ("",)
+    patterns = rule.namespaces
+    if patterns is None or patterns.everything or patterns.pattern is not None:
+        return None
+    if rule.scope == "any":
+        return ("", *sorted(patterns.exact))
+    return tuple(sorted(patterns.exact))

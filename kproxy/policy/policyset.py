@@ -29,14 +29,17 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final
 
-from cachetools import LRUCache
-
 from kproxy.auth.identity import Identity, UserInfo
 from kproxy.policy.attributes import RequestInfo
 from kproxy.policy.decision import Decision
 from kproxy.policy.grants import GrantIndex
-from kproxy.policy.mapping import IdentityEntry, MappedIdentity, MappingError
-from kproxy.policy.matching import ANY, CompiledRule, Patterns
+from kproxy.policy.mapping import (
+    EntryIndex,
+    IdentityEntry,
+    MappedIdentity,
+    MappingError,
+)
+from kproxy.policy.matching import CompiledRule, Patterns, RuleIndex
 
 NO_RULE_MATCHED: Final = "no rule matched"
 NOT_ADMITTED: Final = "no university admits this identity"
@@ -62,15 +65,13 @@ class Guardrails:
 
 @dataclass(frozen=True, slots=True)
 class CompiledUniversity:
-    """One university's policy file, compiled: entries, and rules indexed by verb."""
+    """One university's policy file, compiled: entries, and indexed rules."""
 
     name: str
     source: str
     entries: tuple[IdentityEntry, ...]
-    denies: Mapping[str, tuple[CompiledRule, ...]]
-    allows: Mapping[str, tuple[CompiledRule, ...]]
-    rules: tuple[CompiledRule, ...] = ()
-    cluster_rules: tuple[CompiledRule, ...] = ()
+    denies: RuleIndex
+    allows: RuleIndex
 
     @classmethod
     def build(
@@ -83,60 +84,21 @@ class CompiledUniversity:
         cluster_rules: Iterable[CompiledRule],
         denies: Iterable[CompiledRule],
     ) -> CompiledUniversity:
-        """Compile rule lists into per-verb indexes, keeping their order."""
-        rules, cluster_rules = tuple(rules), tuple(cluster_rules)
+        """Index the rules; namespaced rules come before cluster rules."""
+        allows = [
+            replace(rule, order=order)
+            for order, rule in enumerate((*rules, *cluster_rules))
+        ]
+        ordered_denies = [
+            replace(rule, order=order) for order, rule in enumerate(denies)
+        ]
         return cls(
             name=name,
             source=source,
             entries=tuple(entries),
-            denies=_index_by_verb(denies),
-            allows=_index_by_verb((*rules, *cluster_rules)),
-            rules=rules,
-            cluster_rules=cluster_rules,
+            denies=RuleIndex.of(ordered_denies),
+            allows=RuleIndex.of(allows),
         )
-
-    def first_match(
-        self,
-        index: Mapping[str, tuple[CompiledRule, ...]],
-        entry: str,
-        request: RequestInfo,
-    ) -> CompiledRule | None:
-        for rule in index.get(request.verb, ()):
-            if rule.applies_to(entry) and rule.matches(request):
-                return rule
-        return None
-
-
-def _index_by_verb(
-    rules: Iterable[CompiledRule],
-) -> Mapping[str, tuple[CompiledRule, ...]]:
-    index: dict[str, list[CompiledRule]] = {}
-    rules = tuple(rules)
-    verbs = {verb for rule in rules for verb in rule.verbs} | set(_ALL_VERBS)
-    for verb in verbs - {ANY}:
-        index[verb] = [
-            rule for rule in rules if verb in rule.verbs or ANY in rule.verbs
-        ]
-    return MappingProxyType(
-        {verb: tuple(found) for verb, found in index.items() if found}
-    )
-
-
-_ALL_VERBS: Final = (
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-    "proxy",
-    "head",
-    "post",
-    "put",
-    "options",
-)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -146,11 +108,9 @@ class PolicySet:
     guardrails: Guardrails
     universities: Mapping[str, CompiledUniversity]
     grants: GrantIndex = field(default_factory=GrantIndex)
-    _by_issuer: Mapping[str, tuple[IdentityEntry, ...]] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
-    _mapped: LRUCache[int, tuple[Identity, MappedIdentity | Decision]] = field(
-        default_factory=lambda: LRUCache(MAPPING_CACHE_SIZE)
+    _entries: EntryIndex = field(default_factory=lambda: EntryIndex.of(()))
+    _mapped: dict[int, tuple[Identity, MappedIdentity | Decision]] = field(
+        default_factory=dict
     )
 
     @classmethod
@@ -160,18 +120,17 @@ class PolicySet:
         universities: Mapping[str, CompiledUniversity],
         grants: GrantIndex | None = None,
     ) -> PolicySet:
-        """Index every university's entries by issuer."""
-        by_issuer: dict[str, list[IdentityEntry]] = {}
-        for name in sorted(universities):
-            for entry in universities[name].entries:
-                by_issuer.setdefault(entry.issuer, []).append(entry)
+        """Index every university's identity entries for admission."""
+        entries = [
+            entry
+            for name in sorted(universities)
+            for entry in universities[name].entries
+        ]
         return cls(
             guardrails=guardrails,
             universities=MappingProxyType(dict(universities)),
             grants=grants if grants is not None else GrantIndex(),
-            _by_issuer=MappingProxyType(
-                {issuer: tuple(entries) for issuer, entries in by_issuer.items()}
-            ),
+            _entries=EntryIndex.of(entries),
         )
 
     def with_grants(self, grants: GrantIndex) -> PolicySet:
@@ -180,7 +139,7 @@ class PolicySet:
             guardrails=self.guardrails,
             universities=self.universities,
             grants=grants,
-            _by_issuer=self._by_issuer,
+            _entries=self._entries,
             _mapped=self._mapped,
         )
 
@@ -196,13 +155,17 @@ class PolicySet:
         if cached is not None and cached[0] is identity:
             return cached[1]
         result = self._map(identity)
+        if len(self._mapped) >= MAPPING_CACHE_SIZE:
+            # A plain dict is several times faster to read than an LRU; starting
+            # over when it is full costs one mapping per active token.
+            self._mapped.clear()
         self._mapped[id(identity)] = (identity, result)
         return result
 
     def _map(self, identity: Identity) -> MappedIdentity | Decision:
         admitting = [
             entry
-            for entry in self._by_issuer.get(identity.issuer, ())
+            for entry in self._entries.candidates(identity)
             if entry.admits(identity)
         ]
         if not admitting:
@@ -254,10 +217,10 @@ class PolicySet:
         self, identity: Identity, mapped: MappedIdentity, request: RequestInfo
     ) -> Decision:
         university = self.universities[mapped.university]
-        deny = university.first_match(university.denies, mapped.entry, request)
+        deny = university.denies.first_match(mapped.entry, request)
         if deny is not None:
             return _denied(mapped, request, deny.source, "denied by policy")
-        allow = university.first_match(university.allows, mapped.entry, request)
+        allow = university.allows.first_match(mapped.entry, request)
         if allow is not None:
             return Decision(True, allow.source, mapped.university, mapped.user)
         if self.guardrails.grants_apply_to(mapped.university):
