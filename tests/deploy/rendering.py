@@ -18,9 +18,18 @@ Manifest = dict[str, Any]
 
 @functools.cache
 def kustomize(directory: Path) -> list[Manifest]:
-    """Render one kustomization as ``kubectl apply -k`` would (once per process)."""
+    """Render one kustomization as the documented command does (once per process).
+
+    The base includes the CRD from ``deploy/crds``, outside its own directory, which
+    kustomize only loads with its root restriction lifted.
+    """
     result = subprocess.run(
-        [KUBECTL, "kustomize", str(directory)],
+        [
+            KUBECTL,
+            "kustomize",
+            "--load-restrictor=LoadRestrictionsNone",
+            str(directory),
+        ],
         capture_output=True,
         text=True,
         timeout=50,
