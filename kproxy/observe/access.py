@@ -28,6 +28,8 @@ access_logger: Final = logging.getLogger(ACCESS_LOGGER_NAME)
 LogFormat = Literal["text", "json"]
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The name of the handler configure_logging installs, to find it again.
+_HANDLER_NAME: Final = "kproxy"
 
 _LEVELS: Final = {
     "debug": logging.DEBUG,
@@ -98,9 +100,6 @@ def configure_logging(
         previous.close()
     root.addHandler(handler)
     root.setLevel(numeric)
-
-
-_HANDLER_NAME: Final = "kproxy"
 
 
 class TextFormatter(logging.Formatter):

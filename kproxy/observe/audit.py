@@ -125,7 +125,13 @@ class AuditLog:
         writer, self._writer = self._writer, None
         if writer is None:
             return
-        self._queue.put(None, timeout=timeout)
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            logger.warning(
+                "the audit log did not drain in %gs; events are lost", timeout
+            )
+            return
         writer.join(timeout)
 
     def _drop(self) -> None:
