@@ -230,3 +230,8 @@ def test_the_shipped_json_schema_matches_the_model(
     code, out, _ = run(capsys, "policy", "schema")
     assert code == 0
     assert json.loads(out)["properties"]["kind"]["const"] == "UniversityPolicy"
+
+
+def test_the_documentation_carries_the_current_schema() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "policies.md").read_text()
+    assert f"```json\n{policy_json_schema_text()}```" in docs
