@@ -13,12 +13,17 @@ A decision is taken in layers; the first layer that speaks decides:
 5. **Namespace grants**, when the operator enabled them for this university.
 6. **No rule matched**: denied.
 
+Exec, attach and port-forward arriving as a WebSocket ``GET`` must also pass as
+``create``, as kube-apiserver 1.35 and later require, so read access never opens an
+interactive session.
+
 Every decision names what decided it, in terms that describe only the caller's own
 university: its policy file and rule, a grant's namespace and name, a guardrail, or
 "no rule matched". Rules are indexed by verb when the set is built, so a decision only
-looks at rules that could apply; mapped identities are cached per ``Identity`` object
-for the life of the snapshot (the authenticator caches identities per token, so one
-token maps once).
+looks at rules that could apply (``RuleIndex``), and identity entries by issuer,
+service-account namespace and ``idp`` (``EntryIndex``). Mapped identities are cached
+per ``Identity`` object for the life of the snapshot and across grant changes (the
+authenticator caches identities per token, so one token maps once).
 """
 
 from __future__ import annotations

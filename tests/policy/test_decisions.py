@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kproxy.auth.identity import Identity
+from kproxy.auth.identity import Identity, UserInfo
 from kproxy.policy.attributes import parse_request
 from kproxy.policy.grants import GrantIndex, compile_grant
 from kproxy.policy.loading import compile_guardrails, load_policy_set
@@ -485,3 +485,72 @@ def test_get_on_exec_without_create_is_denied_even_when_get_is_allowed(
     decision = policies.decide(SCHEDULER, exec_get)
     assert not decision.allowed
     assert "cannot create resource" in decision.message
+
+
+MAPPING = """\
+apiVersion: kproxy.io/v1alpha1
+kind: UniversityPolicy
+metadata: {name: alpha}
+identities:
+  - name: people
+    issuer: cilogon
+    emailDomains: [alpha.example.edu]
+    user:
+      username: "{claims.preferred_username}"
+      groups: [staff]
+      keepGroups: ["hpc-*"]
+      extra: {example.edu/campus: ["{idp}"]}
+      keepExtra: [authentication.kubernetes.io/credential-id]
+clusterRules:
+  - {nonResourceURLs: [/version], verbs: [get]}
+"""
+
+
+def test_the_mapping_narrows_and_extends_the_issuers_identity(
+    tmp_path: Path, settings: FederationSettings
+) -> None:
+    policies = _policies_with(tmp_path, settings, MAPPING)
+    person = person_identity(
+        email="ada@alpha.example.edu",
+        idp=ALPHA_IDP,
+        groups=("hpc-users", "admins"),
+        preferred_username="ada",
+    )
+    person = Identity(
+        user=UserInfo(
+            username=person.user.username,
+            groups=person.user.groups,
+            extra={
+                "authentication.kubernetes.io/credential-id": ("JTI=1",),
+                "other": ("x",),
+            },
+        ),
+        issuer=person.issuer,
+        subject=person.subject,
+        claims=person.claims,
+        expires_at=person.expires_at,
+    )
+    decision = policies.decide(person, parse_request("GET", "/version", ""))
+    assert decision.allowed
+    assert decision.user == UserInfo(
+        username="alpha:ada",
+        groups=("alpha:people", "alpha:staff", "alpha:hpc-users"),
+        extra={
+            "authentication.kubernetes.io/credential-id": ("JTI=1",),
+            "example.edu/campus": (ALPHA_IDP,),
+        },
+    )
+
+
+def test_a_missing_template_value_refuses_the_identity(
+    tmp_path: Path, settings: FederationSettings
+) -> None:
+    policies = _policies_with(tmp_path, settings, MAPPING)
+    person = person_identity(email="ada@alpha.example.edu", idp=ALPHA_IDP)
+    decision = policies.decide(person, parse_request("GET", "/version", ""))
+    assert not decision.allowed
+    assert decision.decided_by == "policies/alpha.yaml: identities[0] (people)"
+    assert (
+        decision.message
+        == "identity cannot be mapped: no value for {claims.preferred_username}"
+    )
