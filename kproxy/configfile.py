@@ -86,7 +86,7 @@ def load_document(path: str | Path) -> Document:
 
 def parse_document(text: str, name: str) -> Document:
     """Parse YAML ``text`` that came from ``name``."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -113,6 +113,11 @@ def parse_document(text: str, name: str) -> Document:
     if problems:
         raise ConfigError(problems)
     return Document(path=name, data=data, lines=lines)
+
+
+# libyaml's loader keeps node marks as the pure-Python one does, and reads a
+# hundred policy files in a fraction of the time.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _walk(node: yaml.Node, location: Location) -> Iterator[tuple[Location, int, bool]]:

@@ -56,10 +56,15 @@ class KproxyError(Exception):
     status_code: ClassVar[int] = 500
     reason: ClassVar[str] = "InternalError"
 
-    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: int | None = None, cause: str = ""
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        # A finer machine reason than ``reason`` for logs and metrics, such as
+        # "expired" for a 401; never shown to the client.
+        self.cause = cause or self.reason
 
     def to_status(self) -> Status:
         """Render the error as the body of an HTTP response."""

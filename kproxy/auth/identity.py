@@ -41,3 +41,10 @@ class Identity:
     subject: str
     claims: Mapping[str, Any]
     expires_at: float
+
+
+# Extra keys under which the impersonated user carries where it came from, so the
+# target's audit log shows who really acted even after a policy renamed them.
+PROVENANCE_ISSUER = "kproxy.io/issuer"
+PROVENANCE_SUBJECT = "kproxy.io/subject"
+PROVENANCE_EXTRA_KEYS = (PROVENANCE_ISSUER, PROVENANCE_SUBJECT)

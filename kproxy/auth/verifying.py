@@ -228,6 +228,7 @@ class TokenAuthenticator:
             raise CouldNotCheckError(
                 f"keys of issuer {issuer.authenticator.issuer.url!r} are not available yet",
                 retry_after=int(self.settings.key_retry_seconds),
+                cause="no_keys",
             )
         candidates = key_set.candidates(kid=unverified_kid, algorithm=algorithm)
         if not key_set.knows(unverified_kid):
@@ -324,7 +325,7 @@ class TokenAuthenticator:
     def _rejected(self, reason: FailureReason, message: str) -> AuthenticationError:
         self._events.authentication_failed(reason)
         logger.debug("token rejected: %s", reason)
-        return AuthenticationError(message)
+        return AuthenticationError(message, cause=reason)
 
 
 def _parse_unverified(

@@ -23,17 +23,16 @@ import yaml
 
 from kproxy.auth.identity import Identity, UserInfo
 from kproxy.configfile import load_document
-from kproxy.errors import BadRequestError, ConfigError, ConfigProblem
+from kproxy.errors import BadRequestError, ConfigError
 from kproxy.policy.attributes import parse_request
 from kproxy.policy.decision import Decision
 from kproxy.policy.loading import (
-    checked_policy,
     compile_guardrails,
     federation_settings,
     load_policy_directory,
+    load_policy_models,
     policy_files,
 )
-from kproxy.policy.model import UniversityPolicy
 from kproxy.policy.policyset import PolicySet
 from kproxy.policy.rbac import render_rbac
 from kproxy.policy.schema import policy_json_schema_text
@@ -247,7 +246,7 @@ def _print_decision(decision: Decision) -> None:
 def run_rbac(args: argparse.Namespace) -> int:
     settings, directory = _settings(args)
     assert settings is not None  # noqa: S101  --config is required by the parser
-    policies, problems = _policy_models(directory, settings)
+    policies, problems = load_policy_models(directory, settings)
     if problems:
         raise ConfigError(problems)
     namespace, _, name = args.service_account.partition(":")
@@ -259,18 +258,3 @@ def run_rbac(args: argparse.Namespace) -> int:
         print(f"# {note}")
     print(yaml.safe_dump_all(rendering.objects, sort_keys=False), end="")
     return 0
-
-
-def _policy_models(
-    directory: Path, settings: FederationSettings
-) -> tuple[dict[str, UniversityPolicy], list[ConfigProblem]]:
-    policies: dict[str, UniversityPolicy] = {}
-    problems: list[ConfigProblem] = []
-    for path in policy_files(directory):
-        try:
-            policy, _ = checked_policy(load_document(path), settings)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-            continue
-        policies[policy.metadata.name] = policy
-    return policies, problems

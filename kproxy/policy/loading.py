@@ -399,3 +399,19 @@ def load_policy_set(settings: FederationSettings, *, base_dir: Path) -> PolicySe
     if problems:
         raise ConfigError(problems)
     return PolicySet.build(compile_guardrails(settings), universities)
+
+
+def load_policy_models(
+    directory: Path, settings: FederationSettings
+) -> tuple[dict[str, UniversityPolicy], list[ConfigProblem]]:
+    """Validate every policy file of a directory; return the models and all problems."""
+    policies: dict[str, UniversityPolicy] = {}
+    problems: list[ConfigProblem] = []
+    for path in policy_files(directory):
+        try:
+            policy, _ = checked_policy(load_document(path), settings)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        policies[policy.metadata.name] = policy
+    return policies, problems

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from kproxy.auth.identity import PROVENANCE_EXTRA_KEYS
 from kproxy.policy.model import AdmittedIdentity, UniversityPolicy
 from kproxy.policy.settings import FederationSettings
 
@@ -177,7 +178,8 @@ def _impersonator(
 ) -> list[dict[str, Any]]:
     groups: list[str] = []
     users: list[str] = []
-    extras: set[str] = set()
+    # kproxy adds its provenance extras to every impersonated user.
+    extras: set[str] = set(PROVENANCE_EXTRA_KEYS)
     for name in sorted(policies):
         university = settings.universities[name]
         for entry in policies[name].identities:

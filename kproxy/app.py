@@ -1,0 +1,210 @@
+"""Wiring: one request's path through kproxy, and the application that serves it.
+
+A request is handled in four steps, each a call into its own package::
+
+    bearer token ──authenticate──▶ Identity
+    method, path ──parse_request─▶ RequestInfo
+    both ──────────decide────────▶ Decision (allow, naming the rule, as a UserInfo)
+    request, user ─forward/tunnel─▶ the API server's response, streamed back
+
+Any step may refuse with a ``KproxyError``; it becomes a Kubernetes ``Status`` here and
+nowhere else. Whatever happens, exactly one record of the request reaches the access
+log, the audit trail and the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from aiohttp import hdrs, web
+
+from kproxy.auth.identity import (
+    PROVENANCE_ISSUER,
+    PROVENANCE_SUBJECT,
+    Identity,
+    UserInfo,
+)
+from kproxy.auth.verifying import TokenAuthenticator
+from kproxy.errors import (
+    AuthenticationError,
+    CouldNotCheckError,
+    ForbiddenError,
+    KproxyError,
+    UpstreamError,
+)
+from kproxy.observe.access import log_access
+from kproxy.observe.audit import AuditLog
+from kproxy.observe.metrics import Metrics
+from kproxy.observe.records import RequestRecord
+from kproxy.policy.attributes import RequestInfo, parse_request
+from kproxy.policy.decision import Decision
+from kproxy.policy.reloading import PolicyStore
+from kproxy.proxy.errors import status_response
+from kproxy.proxy.forwarding import forward
+from kproxy.proxy.tunneling import is_upgrade, tunnel
+from kproxy.proxy.upstream import Upstream
+
+CLIENT_CLOSED_REQUEST = 499
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    """Everything the request path reads: built once, shared by every request."""
+
+    authenticator: TokenAuthenticator
+    policies: PolicyStore
+    upstream: Upstream
+    metrics: Metrics
+    audit: AuditLog
+    provenance: bool = True
+
+
+COMPONENTS = web.AppKey("components", Components)
+
+
+@dataclass(slots=True)
+class _Trace:
+    """What the steps learnt about one request, for its single record."""
+
+    identity: Identity | None = None
+    info: RequestInfo | None = None
+    decision: Decision | None = None
+    user: UserInfo | None = None
+    failure: str = ""
+    status: int = 500
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """Serve one client request: authenticate, authorize, forward, and record it."""
+    components = request.app[COMPONENTS]
+    started = time.time()
+    trace = _Trace()
+    try:
+        response = await _serve(request, components, trace)
+    except KproxyError as exc:
+        if isinstance(exc, AuthenticationError | CouldNotCheckError):
+            trace.failure = exc.cause
+        trace.status = exc.status_code
+        if isinstance(exc, UpstreamError):
+            components.metrics.upstream_error(exc.reason)
+        response = status_response(exc)
+    except asyncio.CancelledError:
+        # The client left (aiohttp cancels the handler); nginx's 499 says so.
+        trace.status = CLIENT_CLOSED_REQUEST
+        raise
+    finally:
+        _record(request, components, trace, started=started)
+    return response
+
+
+async def _serve(
+    request: web.Request, components: Components, trace: _Trace
+) -> web.StreamResponse:
+    token = bearer_token(request)
+    trace.identity = await components.authenticator.authenticate(token)
+
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    trace.info = parse_request(request.method, raw_path, raw_query)
+
+    trace.decision = components.policies.current.decide(trace.identity, trace.info)
+    if not trace.decision.allowed or trace.decision.user is None:
+        raise ForbiddenError(trace.decision.message or _refusal(trace.info))
+
+    trace.user = _impersonated(trace.decision.user, trace.identity, components)
+    response = await _relay(request, components, trace.user, trace.info)
+    trace.status = response.status
+    return response
+
+
+async def _relay(
+    request: web.Request, components: Components, user: UserInfo, info: RequestInfo
+) -> web.StreamResponse:
+    metrics = components.metrics
+    if is_upgrade(request):
+        metrics.tunnel_opened()
+        try:
+            return await tunnel(request, components.upstream, user)
+        finally:
+            metrics.tunnel_closed()
+    if info.verb != "watch":
+        return await forward(request, components.upstream, user)
+    metrics.watch_opened()
+    try:
+        return await forward(request, components.upstream, user)
+    finally:
+        metrics.watch_closed()
+
+
+def bearer_token(request: web.BaseRequest) -> str:
+    """Return the bearer token of a request, refusing anything else as a 401."""
+    authorization = request.headers.getall(hdrs.AUTHORIZATION, [])
+    if len(authorization) != 1:
+        raise AuthenticationError("a single bearer token is required")
+    scheme, _, token = authorization[0].partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError("a single bearer token is required")
+    return token
+
+
+def _impersonated(
+    user: UserInfo, identity: Identity, components: Components
+) -> UserInfo:
+    if not components.provenance:
+        return user
+    extra: dict[str, tuple[str, ...]] = dict(user.extra)
+    extra[PROVENANCE_ISSUER] = (identity.issuer,)
+    extra[PROVENANCE_SUBJECT] = (identity.subject,)
+    return UserInfo(
+        username=user.username,
+        uid=user.uid,
+        groups=user.groups,
+        extra=MappingProxyType(extra),
+    )
+
+
+def _refusal(info: RequestInfo) -> str:
+    if not info.is_resource_request:
+        return f"{info.verb} {info.path!r} is forbidden: no rule matched"
+    return f"{info.verb} {info.resource!r} is forbidden: no rule matched"
+
+
+def _record(
+    request: web.Request, components: Components, trace: _Trace, *, started: float
+) -> None:
+    record = RequestRecord.build(
+        request_id=str(uuid.uuid4()),
+        started=started,
+        latency=time.time() - started,
+        client_address=request.remote or "",
+        method=request.method,
+        uri=request.raw_path,
+        user_agent=request.headers.get(hdrs.USER_AGENT, ""),
+        status=trace.status,
+        info=trace.info,
+        identity=trace.identity,
+        decision=trace.decision,
+        user=trace.user,
+        failure=trace.failure,
+    )
+    log_access(record)
+    components.audit.write(record)
+    components.metrics.observe(record)
+
+
+def build_app(components: Components, *, max_header_bytes: int) -> web.Application:
+    """The proxy application: every method and path goes through ``handle``."""
+    app = web.Application(
+        handler_args={
+            "max_line_size": max_header_bytes,
+            "max_field_size": max_header_bytes,
+        },
+        client_max_size=0,
+    )
+    app[COMPONENTS] = components
+    app.router.add_route("*", "/{path:.*}", handle)
+    return app
