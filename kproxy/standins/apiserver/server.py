@@ -103,6 +103,7 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._stopping = asyncio.Event()
+        self._transports: set[asyncio.BaseTransport] = set()
         self.store.deleted_callbacks.append(self._on_deleted)
         self.proxy_credentials = self.add_user(UserInfo(username=proxy_username))
 
@@ -212,6 +213,10 @@ class ApiServer:
             self.logs.end_pod(key[0], key[1])
         if self._runner is not None:
             await self._runner.cleanup()
+        # A client that drops a TLS connection without close_notify leaves its
+        # transport waiting for a shutdown that never comes; end those now.
+        for transport in list(self._transports):
+            transport.abort()
 
     def _ssl_context(self) -> ssl.SSLContext:
         serving = self.ca.issue_server(("localhost", self._host))
@@ -226,6 +231,7 @@ class ApiServer:
         return context
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self._track(request.transport)
         try:
             return await self._serve(request)
         except statuses.ApiError as error:
@@ -247,6 +253,15 @@ class ApiServer:
         target = routing.parse(request.method, request.path, request.query)
         self._authorize(target, user)
         return await self._dispatch(request, target, user)
+
+    def _track(self, transport: asyncio.BaseTransport | None) -> None:
+        if transport is None or transport in self._transports:
+            return
+        if len(self._transports) > 1024:
+            for done in [t for t in self._transports if t.is_closing()]:
+                done.abort()
+                self._transports.discard(done)
+        self._transports.add(transport)
 
     def _authenticate(self, request: web.Request) -> UserInfo:
         certificate = (

@@ -280,6 +280,8 @@ def _default_pod(pod: Object) -> None:
             {
                 "name": container.get("name", ""),
                 "image": container.get("image", ""),
+                "imageID": f"{container.get('image', '')}@sha256:{'0' * 64}",
+                "containerID": f"containerd://{uuid.uuid4().hex}",
                 "ready": True,
                 "started": True,
                 "restartCount": 0,
