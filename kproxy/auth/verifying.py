@@ -347,7 +347,8 @@ def _decode_segment(segment: str) -> dict[str, Any] | None:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # NaN, infinities and integers no float holds are not times (nor JSON, to Go).
+    return type(value) in (int, float) and -(2**63) < value < 2**63
 
 
 def _frozen(value: Any) -> Any:

@@ -1,0 +1,379 @@
+"""A whole kproxy under attack: issuers, the API server stand-in and the running proxy.
+
+Everything speaks real TLS with certificates from one throw-away authority: kproxy's
+own listener, the issuers' discovery and key endpoints, and the API server. Two
+universities, alpha and beta, each own one source cluster's issuer; a third issuer,
+``stray``, is trusted by the authentication section but claimed by no university.
+
+The API server stand-in grants the universities' schedulers everything, so that it is
+kproxy alone that stands between a hostile client and the cluster: each security test
+asserts, at the stand-in's recorded requests, that nothing forbidden arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import yaml
+
+from kproxy.config import load_configuration
+from kproxy.running import Proxy
+from kproxy.standins.apiserver import ApiServer, Binding, PolicyRule, RecordedRequest
+from kproxy.standins.apiserver.certificates import CertificateAuthority
+from kproxy.standins.issuer import IssuerStandin, SigningKey
+
+AUDIENCE: Final = "https://kproxy.target.example"
+NAMESPACE: Final = {"alpha": "alpha", "beta": "beta"}
+POD: Final = "worker"
+SCHEDULER_NAMESPACE: Final = "admiralty"
+
+
+def policy(university: str) -> dict[str, Any]:
+    """A university's file: its scheduler may work in its own namespace only."""
+    return {
+        "apiVersion": "kproxy.io/v1alpha1",
+        "kind": "UniversityPolicy",
+        "metadata": {"name": university},
+        "identities": [
+            {
+                "name": "scheduler",
+                "issuer": "cluster",
+                "serviceAccount": {"namespace": SCHEDULER_NAMESPACE, "name": "*"},
+                "user": {"username": "{serviceAccountName}"},
+            }
+        ],
+        "rules": [
+            {
+                "name": "work",
+                "namespaces": [NAMESPACE[university]],
+                "apiGroups": [""],
+                "resources": [
+                    "pods",
+                    "pods/log",
+                    "pods/exec",
+                    "pods/attach",
+                    "configmaps",
+                ],
+                "verbs": [
+                    "get",
+                    "list",
+                    "watch",
+                    "create",
+                    "update",
+                    "patch",
+                    "delete",
+                ],
+            }
+        ],
+        "clusterRules": [
+            {
+                "name": "discovery",
+                "nonResourceURLs": ["/version", "/api", "/api/*", "/apis", "/apis/*"],
+                "verbs": ["get"],
+            }
+        ],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Signing keys made once per test process: RSA generation is the slow part."""
+
+    alpha: SigningKey
+    beta: SigningKey
+    stray: SigningKey
+    spare: SigningKey
+
+    @classmethod
+    def generate(cls) -> Keys:
+        return cls(*(SigningKey.generate("RS256") for _ in range(4)))
+
+
+@dataclass
+class Federation:
+    """A running federation; ``await start()``, then ``await stop()``."""
+
+    directory: Path
+    keys: Keys
+    limits: Mapping[str, Any] = field(default_factory=dict)
+    authentication: Mapping[str, Any] = field(default_factory=dict)
+    jwt_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    authority: CertificateAuthority = field(default_factory=CertificateAuthority)
+    apiserver: ApiServer = field(default_factory=ApiServer)
+    issuers: dict[str, IssuerStandin] = field(default_factory=dict)
+    proxy: Proxy | None = None
+    url: str = ""
+
+    async def start(self) -> None:
+        await self.apiserver.start()
+        self._populate()
+        for name in ("alpha", "beta", "stray"):
+            self.issuers[name] = await self._issuer(getattr(self.keys, name))
+        await self.start_proxy()
+
+    async def start_proxy(self) -> None:
+        self.proxy = Proxy(load_configuration(self._write_configuration()))
+        await self.proxy.start()
+        self.url = self.proxy.addresses[0]
+
+    async def stop(self) -> None:
+        if self.proxy is not None:
+            await self.proxy.stop()
+        for issuer in self.issuers.values():
+            await issuer.stop()
+        await self.apiserver.stop()
+
+    @property
+    def alpha(self) -> IssuerStandin:
+        return self.issuers["alpha"]
+
+    @property
+    def beta(self) -> IssuerStandin:
+        return self.issuers["beta"]
+
+    @property
+    def stray(self) -> IssuerStandin:
+        return self.issuers["stray"]
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.url.removeprefix("https://").rpartition(":")
+        return host, int(port)
+
+    def client_tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cadata=self.authority.cert_pem.decode())
+
+    def token(self, university: str = "alpha", **claims: Any) -> str:
+        """A good service-account token of a university's scheduler."""
+        issuer = self.issuers[university]
+        return issuer.mint_service_account(
+            audience=AUDIENCE,
+            namespace=SCHEDULER_NAMESPACE,
+            name="scheduler",
+            extra_claims=claims or None,
+        )
+
+    def session(self, **options: Any) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(ssl=self.client_tls())
+        return aiohttp.ClientSession(self.url, connector=connector, **options)
+
+    def forwarded(self) -> list[RecordedRequest]:
+        """Requests that reached the API server on a client's behalf (impersonated)."""
+        return [
+            r for r in self.apiserver.requests if r.header_values("Impersonate-User")
+        ]
+
+    async def _issuer(self, key: SigningKey) -> IssuerStandin:
+        serving = self.authority.issue_server(("127.0.0.1", "localhost"))
+        issuer = IssuerStandin(
+            ssl_context=_server_context(self.directory, serving),
+            algorithms=("RS256",),
+            keys=[key],
+            published=[key],
+            slow_seconds=30.0,
+        )
+        await issuer.start()
+        return issuer
+
+    def _populate(self) -> None:
+        scheduler_rules = (
+            PolicyRule(verbs=("*",), api_groups=("*",), resources=("*",)),
+            PolicyRule(verbs=("*",), non_resource_urls=("*",)),
+        )
+        self.apiserver.grant(
+            Binding(rules=scheduler_rules, groups=("alpha:scheduler", "beta:scheduler"))
+        )
+        for namespace in ("alpha", "beta"):
+            self.apiserver.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": namespace},
+                }
+            )
+        for namespace in ("alpha", "beta", "kube-system"):
+            self.apiserver.create(_pod(namespace))
+            self.apiserver.append_log(namespace, POD, "started\n")
+
+    def _write_configuration(self) -> Path:
+        directory = self.directory
+        (directory / "policies").mkdir(exist_ok=True)
+        for university in ("alpha", "beta"):
+            text = yaml.safe_dump(policy(university), sort_keys=False)
+            (directory / "policies" / f"{university}.yaml").write_text(text)
+        kubeconfig = directory / "kubeconfig"
+        credentials = self.apiserver.proxy_credentials
+        kubeconfig.write_text(yaml.safe_dump(self.apiserver.kubeconfig(credentials)))
+        serving = self.authority.issue_server(("127.0.0.1", "localhost"))
+        (directory / "tls.crt").write_bytes(serving.cert_pem)
+        (directory / "tls.key").write_bytes(serving.key_pem)
+        path = directory / "kproxy.yaml"
+        path.write_text(json.dumps(self._configuration(), indent=1))
+        return path
+
+    def _configuration(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "kproxy.io/v1alpha1",
+            "kind": "ProxyConfiguration",
+            "serving": {
+                "address": "127.0.0.1",
+                "port": 0,
+                "tls": {"certFile": "tls.crt", "keyFile": "tls.key"},
+                "probes": {"address": "127.0.0.1", "port": 0},
+                "shutdownGracePeriodSeconds": 1,
+            },
+            "upstream": {"kubeconfig": "kubeconfig", "responseHeaderTimeoutSeconds": 5},
+            "authentication": {
+                "jwt": [self._jwt(name) for name in ("alpha", "beta", "stray")],
+                "fetchTimeoutSeconds": 2,
+                "keyRetrySeconds": 1,
+                **self.authentication,
+            },
+            "federation": {
+                "policyDirectory": "policies",
+                "universities": {
+                    name: {
+                        "issuers": {"cluster": self.issuers[name].url},
+                        "usernamePrefix": f"{name}:",
+                        "groupPrefix": f"{name}:",
+                    }
+                    for name in ("alpha", "beta")
+                },
+            },
+            "limits": dict(self.limits),
+            "audit": {"path": str(self.directory / "audit.log"), "level": "Metadata"},
+            "logging": {"level": "warning"},
+        }
+
+    def _jwt(self, name: str) -> dict[str, Any]:
+        return {
+            "issuer": {
+                "url": self.issuers[name].url,
+                "audiences": [AUDIENCE],
+                "certificateAuthority": self.authority.cert_pem.decode(),
+            },
+            "claimMappings": {"username": {"claim": "sub", "prefix": f"{name}:"}},
+            **self.jwt_options.get(name, {}),
+        }
+
+
+def _pod(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": POD, "namespace": namespace},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+    }
+
+
+def _server_context(directory: Path, pair: Any) -> ssl.SSLContext:
+    cert, key = directory / "issuer-tls.crt", directory / "issuer-tls.key"
+    cert.write_bytes(pair.cert_pem)
+    key.write_bytes(pair.key_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    """What came back on a raw connection: every status line, and the first answer."""
+
+    statuses: tuple[int, ...]
+    head: str
+    body: bytes
+
+    @property
+    def status(self) -> int:
+        return self.statuses[0] if self.statuses else 0
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def raw_exchange(
+    federation: Federation, data: bytes, *, read_timeout: float = 10.0
+) -> RawResponse:
+    """Write bytes on a fresh TLS connection to kproxy and read until it closes.
+
+    Used for what an HTTP library would refuse to send: smuggling attempts, odd
+    paths, repeated or folded headers. Every response on the connection is counted,
+    so a second request hidden in the first is seen if kproxy answered it.
+    """
+    host, port = federation.host_port
+    reader, writer = await asyncio.open_connection(
+        host, port, ssl=federation.client_tls(), server_hostname="127.0.0.1"
+    )
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(read_timeout):
+            received = await _read_all(reader)
+    finally:
+        writer.close()
+    return _parse(received)
+
+
+async def _read_all(reader: asyncio.StreamReader) -> bytes:
+    chunks = []
+    try:
+        while chunk := await reader.read(65536):
+            chunks.append(chunk)
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    return b"".join(chunks)
+
+
+def _parse(received: bytes) -> RawResponse:
+    head, _, rest = received.partition(b"\r\n\r\n")
+    statuses = tuple(
+        int(line.split(b" ")[1])
+        for line in received.split(b"\r\n")
+        if line.startswith(b"HTTP/1.1 ") and line[9:12].isdigit()
+    )
+    text = head.decode("latin-1")
+    body = rest
+    if "transfer-encoding: chunked" in text.lower():
+        body = _unchunk(rest)
+    else:
+        for line in text.split("\r\n"):
+            if line.lower().startswith("content-length:"):
+                body = rest[: int(line.split(":", 1)[1])]
+    return RawResponse(statuses=statuses, head=text, body=body)
+
+
+def _unchunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)
+
+
+def request_bytes(
+    method: str,
+    target: str,
+    *,
+    token: str,
+    headers: tuple[tuple[str, str], ...] = (),
+    body: bytes = b"",
+    close: bool = True,
+) -> bytes:
+    """One HTTP/1.1 request as bytes, written exactly as given."""
+    lines = [f"{method} {target} HTTP/1.1", "Host: kproxy"]
+    lines.append(f"Authorization: Bearer {token}")
+    lines += [f"{name}: {value}" for name, value in headers]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
