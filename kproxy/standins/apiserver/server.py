@@ -103,7 +103,7 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._stopping = asyncio.Event()
-        self._transports: set[asyncio.BaseTransport] = set()
+        self._transports: set[asyncio.Transport] = set()
         self.store.deleted_callbacks.append(self._on_deleted)
         self.proxy_credentials = self.add_user(UserInfo(username=proxy_username))
 
@@ -254,7 +254,7 @@ class ApiServer:
         self._authorize(target, user)
         return await self._dispatch(request, target, user)
 
-    def _track(self, transport: asyncio.BaseTransport | None) -> None:
+    def _track(self, transport: asyncio.Transport | None) -> None:
         if transport is None or transport in self._transports:
             return
         if len(self._transports) > 1024:
