@@ -197,6 +197,7 @@ def write_kproxy_configuration(
         "upstream": {"kubeconfig": str(kubeconfig)},
         "authentication": authentication_section(issuer.jwks()),
         "federation": federation_section(universities, "policies"),
+        "audit": {"path": str(directory / "audit.log"), "level": "Metadata"},
         "logging": {"level": "warning"},
     }
     path = directory / "kproxy.yaml"

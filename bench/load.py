@@ -20,7 +20,6 @@ from typing import Final
 
 from bench.client import Connection, request_head
 
-WRK: Final = shutil.which("wrk")
 _UNITS: Final = {
     "": 1.0,
     "K": 1e3,
@@ -102,8 +101,9 @@ def throughput(
     endpoint: Endpoint, path: str, *, connections: int, seconds: float
 ) -> Throughput:
     """Saturate ``path`` for ``seconds``: wrk when installed, else Python."""
-    if WRK is not None:
-        return _wrk(endpoint, path, connections=connections, seconds=seconds)
+    wrk = shutil.which("wrk")
+    if wrk is not None:
+        return _wrk(wrk, endpoint, path, connections=connections, seconds=seconds)
     if endpoint.tls:  # the Python generator speaks plain HTTP only
         return Throughput(float("nan"), float("nan"), 0, "python")
     return asyncio.run(
@@ -112,11 +112,10 @@ def throughput(
 
 
 def _wrk(
-    endpoint: Endpoint, path: str, *, connections: int, seconds: float
+    wrk: str, endpoint: Endpoint, path: str, *, connections: int, seconds: float
 ) -> Throughput:
-    assert WRK is not None
     command = [
-        WRK,
+        wrk,
         "-t1",
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",

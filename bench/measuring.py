@@ -40,12 +40,12 @@ class Scale:
     """How much of everything one run does; ``FULL`` is what ``make bench`` runs."""
 
     runs: int = 3
-    seconds: float = 4.0
+    seconds: float = 3.0
     requests_one: int = 1500
     requests_many: int = 6400
     events: int = 200
     watches: int = 10_000
-    watch_seconds: float = 120.0
+    watch_seconds: float = 60.0
     universities: int = 100
     rules: int = 50
     calls: int = 100
@@ -53,8 +53,8 @@ class Scale:
     profile_seconds: int = 5
     kproxy_variants: tuple[KproxyOptions, ...] = (
         KproxyOptions(workers=1, loop="uvloop"),
-        KproxyOptions(workers=1, loop="asyncio"),
-        KproxyOptions(workers=2, loop="uvloop"),
+        KproxyOptions(workers=1, loop="asyncio", idle_watches=False),
+        KproxyOptions(workers=2, loop="uvloop", idle_watches=False),
     )
 
 
@@ -107,6 +107,8 @@ def measure_target(
     target: Target, upstream: Endpoint, scale: Scale, *, profile_dir: Path | None
 ) -> dict[str, Any]:
     figures = Figures()
+    if target.note:
+        figures.extra["note"] = target.note
     endpoint = target.endpoint
     for _ in range(scale.runs):
         _latency(figures, endpoint, "one", 1, scale.requests_one, scale)
@@ -131,7 +133,7 @@ def measure_target(
         )
         figures.add("event_p50", percentile(events, 0.50))
         figures.add("event_p99", percentile(events, 0.99))
-    if target.pids:
+    if target.pids and target.idle_watches:
         figures.extra["idle_watches"] = _idle_watches(target, upstream, scale)
         if (
             profile_dir is not None

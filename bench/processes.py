@@ -7,12 +7,17 @@ import os
 import resource
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
 WANTED_FILES: Final = 65536
+
+
+class StartError(RuntimeError):
+    """A process ended or stalled before saying it was ready."""
 
 
 def raise_file_limit(wanted: int = WANTED_FILES) -> int:
@@ -74,9 +79,19 @@ def started(
         start_new_session=True,
     )
     try:
-        yield process, _wait_for(process, ready, timeout)
+        line = _wait_for(process, ready, timeout)
+        # Whatever it prints later must be read, or a full pipe would stall it.
+        threading.Thread(target=_drain, args=(process,), daemon=True).start()
+        yield process, line
     finally:
         _end(process)
+
+
+def _drain(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    with contextlib.suppress(OSError, ValueError):
+        for _ in process.stdout:
+            pass
 
 
 def _wait_for(process: subprocess.Popen[str], ready: str, timeout: float) -> str:
@@ -91,7 +106,7 @@ def _wait_for(process: subprocess.Popen[str], ready: str, timeout: float) -> str
         if ready in line:
             return line.strip()
     tail = "".join(seen[-20:])
-    raise RuntimeError(f"{process.args!r} did not print {ready!r}:\n{tail}")
+    raise StartError(f"{process.args!r} did not print {ready!r}:\n{tail}")
 
 
 def _end(process: subprocess.Popen[str]) -> None:

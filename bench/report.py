@@ -260,7 +260,12 @@ def _profile_lines(results: dict[str, Any]) -> list[str]:
 
 
 def _errors(results: dict[str, Any]) -> list[str]:
-    return [
+    notes = [
+        f"- **{name}**: {figures['note']}"
+        for name, figures in results["targets"].items()
+        if figures.get("note")
+    ]
+    return notes + [
         f"- **{name}** could not be measured: `{figures['error']}`"
         for name, figures in results["targets"].items()
         if "error" in figures
@@ -381,7 +386,8 @@ def render(results: dict[str, Any], images: list[Path]) -> str:
         "",
         f"- Load generator: `{generator}` (one thread) for requests/s and list "
         "throughput; latency percentiles from a Python client on raw asyncio streams, "
-        "every request timed (1,500 requests on 1 connection, 6,400 over 32).",
+        f"every request timed ({scale['requests_one']:,} requests on 1 connection, "
+        f"{scale['requests_many']:,} over 32).",
         "- Upstream: a bare HTTP/1.1 server on uvloop with precomputed bodies "
         "(`bench/upstream.py`): a 1.5 KB Pod, a 1 MiB PodList, watches that emit "
         "on demand.",
@@ -401,7 +407,7 @@ def render(results: dict[str, Any], images: list[Path]) -> str:
         "## Reproduce",
         "",
         "```sh",
-        "make bench      # about eight minutes; writes bench/results/*.json and this page",
+        "make bench      # under ten minutes; writes bench/results/*.json and this page",
         "python -m bench --report-only bench/results/FILE.json   # the page from a file",
         "```",
         "",
@@ -411,8 +417,8 @@ def render(results: dict[str, Any], images: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def write(results: dict[str, Any], *, docs: Path) -> Path:
-    images = plots(results, docs / "bench")
+def write(results: dict[str, Any], *, docs: Path, with_plots: bool = True) -> Path:
+    images = plots(results, docs / "bench") if with_plots else []
     page = docs / "benchmarks.md"
     page.write_text(render(results, images))
     return page

@@ -18,7 +18,7 @@ from typing import Final
 
 from bench.federation import write_kproxy_configuration
 from bench.load import Endpoint
-from bench.processes import started
+from bench.processes import StartError, started
 
 KUBECTL: Final = shutil.which("kubectl") or "/usr/bin/kubectl"
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -29,6 +29,8 @@ class Target:
     name: str
     endpoint: Endpoint
     pids: tuple[int, ...]
+    note: str = ""
+    idle_watches: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,7 @@ class KproxyOptions:
 
     workers: int = 1
     loop: str = "uvloop"
+    idle_watches: bool = True
 
     @property
     def name(self) -> str:
@@ -93,12 +96,30 @@ def kproxy(
     if options.workers > 1:
         command.append("--reuse-port")
     headers = {"Authorization": f"Bearer {token}"}
+    endpoint = Endpoint("127.0.0.1", port, headers)
+    try:
+        with _workers(command, options.workers) as pids:
+            yield Target(
+                options.name, endpoint, pids, idle_watches=options.idle_watches
+            )
+            return
+    except StartError as exc:
+        refusal = str(exc).strip().splitlines()[-1]
+    note = f"assembled from kproxy.app: kproxy.running.Proxy did not start ({refusal})"
+    with _workers([*command, "--assemble"], options.workers) as pids:
+        yield Target(
+            options.name, endpoint, pids, note=note, idle_watches=options.idle_watches
+        )
+
+
+@contextlib.contextmanager
+def _workers(command: list[str], workers: int) -> Iterator[tuple[int, ...]]:
     with contextlib.ExitStack() as stack:
         pids = [
             stack.enter_context(started(command, ready="listening", cwd=ROOT))[0].pid
-            for _ in range(options.workers)
+            for _ in range(workers)
         ]
-        yield Target(options.name, Endpoint("127.0.0.1", port, headers), tuple(pids))
+        yield tuple(pids)
 
 
 def free_port() -> int:
