@@ -120,17 +120,22 @@ def parse_document(text: str, name: str) -> Document:
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _walk(node: yaml.Node, location: Location) -> Iterator[tuple[Location, int, bool]]:
-    yield location, node.start_mark.line + 1, False
+def _walk(
+    node: yaml.Node, location: Location, line: int | None = None
+) -> Iterator[tuple[Location, int, bool]]:
+    # A mapping's value is placed on its key's line: a block mapping's own node starts
+    # on the line of its first child, which is not where an operator looks.
+    yield location, line or node.start_mark.line + 1, False
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
             key = str(key_node.value)
+            key_line = key_node.start_mark.line + 1
             if key in seen:
-                yield (*location, key), key_node.start_mark.line + 1, True
+                yield (*location, key), key_line, True
                 continue
             seen.add(key)
-            yield from _walk(value_node, (*location, key))
+            yield from _walk(value_node, (*location, key), key_line)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             yield from _walk(item, (*location, index))
@@ -155,7 +160,7 @@ def _problem(document: Document, error: Any) -> ConfigProblem:
     location: Location = tuple(
         part for part in error["loc"] if not _is_pydantic_tag(part)
     )
-    message = str(error["msg"])
+    message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown field"
     elif error["type"] == "missing":

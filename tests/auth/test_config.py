@@ -56,7 +56,7 @@ def test_api_server_file_loads_with_kproxy_defaults(tmp_path: Path) -> None:
 ERROR_CASES = [
     pytest.param(
         VALID.replace('      prefix: "cluster-a:"\n', ""),
-        9,
+        8,
         "jwt[0].claimMappings.username",
         "prefix is required",
         id="username-claim-without-prefix",
@@ -114,7 +114,7 @@ ERROR_CASES = [
     ),
     pytest.param(
         VALID.replace("[kproxy]", "[kproxy, other]"),
-        5,
+        4,
         "jwt[0].issuer",
         "must be MatchAny",
         id="two-audiences-without-match-any",
@@ -131,7 +131,7 @@ ERROR_CASES = [
             "    audiences",
             "    discoveryURL: https://cluster-a.example/\n    audiences",
         ),
-        5,
+        4,
         "jwt[0].issuer",
         "discoveryURL must be different",
         id="discovery-url-equals-url",
@@ -171,7 +171,7 @@ ERROR_CASES = [
     ),
     pytest.param(
         VALID + VALID[VALID.index("- issuer") :],
-        4,
+        3,
         "jwt",
         "appears more than once",
         id="duplicate-issuer",
