@@ -51,7 +51,14 @@ DEFAULT_UNIVERSITIES: Final[Mapping[str, Sequence[str]]] = {
 
 @dataclass
 class LocalFederation:
-    """Start with ``await start()``; everything lives under ``workdir``."""
+    """Start with ``await start()``; everything lives under ``workdir``.
+
+    ``external_issuers`` are issuers the federation trusts but does not run, such as a
+    real identity provider: a short name (which ``universities`` may list) mapped to
+    its ``authentication.jwt`` entry, written as in the configuration file.
+    ``extra_settings`` are merged into the configuration one level deep: a mapping
+    updates the section of the same name, anything else replaces it.
+    """
 
     workdir: Path
     policy_dir: Path
@@ -61,6 +68,7 @@ class LocalFederation:
     namespaces: Iterable[str] = ("alpha", "beta", "gamma", "shared")
     grants_enabled: bool = True
     extra_settings: Mapping[str, Any] = field(default_factory=dict)
+    external_issuers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     ca: CertificateAuthority = field(init=False)
     apiserver: ApiServer = field(init=False)
@@ -93,6 +101,13 @@ class LocalFederation:
     @property
     def url(self) -> str:
         return self.proxy.addresses[0]
+
+    def issuer_url(self, university: str, short_name: str = "cluster") -> str:
+        """The URL of one of the university's issuers, run here or external."""
+        external = self.external_issuers.get(short_name)
+        if external is not None:
+            return str(external["issuer"]["url"])
+        return self.issuer(university, short_name).url
 
     def issuer(self, university: str, short_name: str = "cluster") -> IssuerStandin:
         key = (
@@ -156,7 +171,7 @@ class LocalFederation:
             names.update(
                 f"{university}-{short}"
                 for short in short_names
-                if short != PEOPLE_ISSUER
+                if short != PEOPLE_ISSUER and short not in self.external_issuers
             )
         for name in sorted(names):
             issuer = IssuerStandin(ssl_context=self._server_tls(name))
@@ -184,7 +199,7 @@ class LocalFederation:
         universities = {
             university: {
                 "issuers": {
-                    short: self.issuer(university, short).url for short in short_names
+                    short: self.issuer_url(university, short) for short in short_names
                 },
                 "usernamePrefix": f"{university}:",
                 "groupPrefix": f"{university}:",
@@ -201,12 +216,11 @@ class LocalFederation:
         }
 
     def _authentication(self) -> dict[str, Any]:
-        return {
-            "jwt": [
-                _jwt_entry(name, issuer.url, self.ca.cert_pem.decode())
-                for name, issuer in sorted(self.issuers.items())
-            ]
-        }
+        entries = [
+            _jwt_entry(name, issuer.url, self.ca.cert_pem.decode())
+            for name, issuer in sorted(self.issuers.items())
+        ]
+        return {"jwt": [*entries, *self.external_issuers.values()]}
 
     def _write_configuration(self) -> Path:
         cert_file, key_file = self._server_pair("kproxy")
@@ -235,7 +249,12 @@ class LocalFederation:
             "audit": {"path": "audit.log"},
             "logging": {"level": "warning"},
         }
-        settings.update(self.extra_settings)
+        for key, value in self.extra_settings.items():
+            section = settings.get(key)
+            if isinstance(section, dict) and isinstance(value, Mapping):
+                settings[key] = {**section, **value}
+            else:
+                settings[key] = value
         path = self.workdir / "config.yaml"
         path.write_text(yaml.safe_dump(settings, sort_keys=False))
         return path
@@ -250,10 +269,20 @@ class LocalFederation:
         rendering = render_rbac(
             settings, policies, service_account=KPROXY_SERVICE_ACCOUNT
         )
+        self.apply_rbac(rendering.objects)
+
+    def apply_rbac(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        """Do what ``kubectl apply`` of rendered RBAC objects does at the API server.
+
+        The stand-in serves no RBAC API, so the objects become its bindings here.
+        kproxy's impersonation rights are replaced by the ones ``objects`` grant, as
+        applying a new rendering replaces its ClusterRole; other bindings are added.
+        """
         proxy_user = self.apiserver.proxy_credentials.username
-        bindings = list(
-            bindings_from_rbac(rendering.objects, service_account_user=proxy_user)
-        )
+        bindings = list(bindings_from_rbac(objects, service_account_user=proxy_user))
+        if not any(proxy_user in binding.users for binding in bindings):
+            self.apiserver.grant(*bindings)
+            return
         # kproxy's own reads: the namespace grants it watches, and the version it
         # checks for readiness.
         bindings.append(
