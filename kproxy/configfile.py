@@ -156,8 +156,23 @@ def validate(document: Document, schema: type[T], *, data: Any = None) -> T:
         ) from exc
 
 
-def _problem(document: Document, error: Any) -> ConfigProblem:
-    location: Location = tuple(
+def validate_section(document: Document, key: str, schema: type[T]) -> T | None:
+    """Validate one top-level section of the document, or return None if absent."""
+    if not isinstance(document.data, dict) or key not in document.data:
+        return None
+    try:
+        return TypeAdapter(schema).validate_python(document.data[key])
+    except ValidationError as exc:
+        raise ConfigError(
+            [
+                _problem(document, error, within=(key,))
+                for error in exc.errors(include_url=False)
+            ]
+        ) from exc
+
+
+def _problem(document: Document, error: Any, within: Location = ()) -> ConfigProblem:
+    location: Location = within + tuple(
         part for part in error["loc"] if not _is_pydantic_tag(part)
     )
     message = str(error["msg"]).removeprefix("Value error, ")

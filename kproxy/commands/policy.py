@@ -21,8 +21,10 @@ from typing import Any, Final
 
 import yaml
 
+from kproxy.auth.config import AuthenticationSettings, resolve_authentication_settings
 from kproxy.auth.identity import Identity, UserInfo
-from kproxy.configfile import load_document
+from kproxy.auth.mapping import ClaimMapper, ClaimsRejectedError
+from kproxy.configfile import load_document, validate_section
 from kproxy.errors import BadRequestError, ConfigError
 from kproxy.policy.attributes import parse_request
 from kproxy.policy.decision import Decision
@@ -145,12 +147,12 @@ def run_explain(args: argparse.Namespace) -> int:
     claims, verified_note = _claims(args)
     if verified_note:
         print(verified_note)
-    identity = _identity(claims)
+    try:
+        identity = _identity(claims, args.config)
+    except ClaimsRejectedError as exc:
+        print(f"the issuer's claim rules refuse these claims: {exc.message}")
+        return 1
     print(f"identity: issuer {identity.issuer}, subject {identity.subject}")
-    print(
-        "note: the issuer's claim mappings were approximated as username = sub and "
-        "groups = the 'groups' claim"
-    )
     policies = PolicySet.build(compile_guardrails(settings), universities)
     try:
         request = _request(args.verb, args.path)
@@ -190,15 +192,19 @@ def _unverified_claims(token: str) -> dict[str, Any]:
     return unverified_claims
 
 
-def _identity(claims: dict[str, Any]) -> Identity:
-    groups = claims.get("groups")
-    if isinstance(groups, str):
-        groups = [groups]
+def _identity(claims: dict[str, Any], config: Path) -> Identity:
     subject = str(claims.get("sub", ""))
-    user = UserInfo(
-        username=subject,
-        groups=tuple(str(group) for group in groups or ()),
-    )
+    user = _issuer_user(claims, config)
+    if user is None:
+        print(
+            "note: the configuration does not trust this issuer, so its claim "
+            "mappings were approximated as username = sub and groups = 'groups'"
+        )
+        groups = claims.get("groups")
+        groups = [groups] if isinstance(groups, str) else groups
+        user = UserInfo(
+            username=subject, groups=tuple(str(group) for group in groups or ())
+        )
     expires = claims.get("exp")
     return Identity(
         user=user,
@@ -207,6 +213,24 @@ def _identity(claims: dict[str, Any]) -> Identity:
         claims=claims,
         expires_at=float(expires) if isinstance(expires, int | float) else 0.0,
     )
+
+
+def _issuer_user(claims: dict[str, Any], config: Path) -> UserInfo | None:
+    """Map the claims as the running proxy would, with the issuer's own mappings."""
+    document = load_document(config)
+    settings = validate_section(document, "authentication", AuthenticationSettings)
+    if settings is None:
+        return None
+    settings = resolve_authentication_settings(
+        settings, base_dir=config.resolve().parent
+    )
+    for authenticator in settings.jwt or ():
+        if authenticator.issuer.url == claims.get("iss"):
+            mapper = ClaimMapper(
+                authenticator, allow_system_names=settings.allow_system_names
+            )
+            return mapper.user_for(claims)
+    return None
 
 
 def _request(verb: str, target: str) -> Any:

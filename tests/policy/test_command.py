@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,6 @@ from kproxy.policy.schema import SCHEMA_FILE, policy_json_schema_text
 from tests.policy.conftest import ALPHA_CLUSTER, ALPHA_IDP, DATA, EXAMPLES
 
 CONFIG = str(DATA / "federation.yaml")
-
-
-@pytest.fixture(autouse=True)
-def _only_installed_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Subcommands are written in parallel; dispatch only to those that exist yet.
-    present = tuple(name for name in cli.COMMAND_MODULES if find_spec(name) is not None)
-    monkeypatch.setattr(cli, "COMMAND_MODULES", present)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -235,3 +227,56 @@ def test_the_shipped_json_schema_matches_the_model(
 def test_the_documentation_carries_the_current_schema() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "policies.md").read_text()
     assert f"```json\n{policy_json_schema_text()}```" in docs
+
+
+def test_explain_maps_claims_with_the_issuers_own_claim_mappings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = yaml.safe_load((DATA / "federation.yaml").read_text())
+    config["federation"]["policyDirectory"] = str(EXAMPLES)
+    config["authentication"] = {
+        "jwt": [
+            {
+                "issuer": {"url": ALPHA_CLUSTER, "audiences": ["target"]},
+                "claimMappings": {
+                    "username": {"claim": "sub", "prefix": "alpha-cluster:"}
+                },
+                "claimValidationRules": [
+                    {
+                        "expression": "claims.sub.startsWith('system:serviceaccount:')",
+                        "message": "only service accounts",
+                    }
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    claims = {
+        "iss": ALPHA_CLUSTER,
+        "sub": "system:serviceaccount:admiralty:scheduler",
+        "kubernetes.io": {
+            "namespace": "admiralty",
+            "serviceaccount": {"name": "scheduler", "uid": "u-1"},
+        },
+    }
+    (tmp_path / "claims.json").write_text(json.dumps(claims))
+    argv = ("policy", "explain", "--config", str(path), "--claims")
+
+    code, out, _ = run(capsys, *argv, str(tmp_path / "claims.json"), "list", PODS)
+
+    assert code == 0
+    assert "approximated" not in out
+    assert "decided by: policies/alpha.yaml" in out.replace(str(EXAMPLES), "policies")
+
+    claims["sub"] = "someone"
+    (tmp_path / "claims.json").write_text(json.dumps(claims))
+    code, out, _ = run(capsys, *argv, str(tmp_path / "claims.json"), "list", PODS)
+
+    assert code == 1
+    assert (
+        "claim rules refuse these claims: validation rule failed: only service" in out
+    )
+
+
+PODS = "/api/v1/namespaces/alpha/pods"
