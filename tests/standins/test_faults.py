@@ -76,12 +76,15 @@ async def test_reset_watch_fault_aborts_the_stream_midway(
     apiserver.faults.reset_watch_after = 1
     lines: list[bytes] = []
 
-    with pytest.raises(aiohttp.ClientPayloadError):
+    async def read_watch() -> None:
         async with http.get(
             "/api/v1/pods?watch=true", headers=bearer(admin)
         ) as response:
             async for line in response.content:
                 lines.append(line)
+
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await read_watch()
 
     assert [json.loads(line)["object"]["metadata"]["name"] for line in lines] == ["a"]
 

@@ -108,17 +108,29 @@ async def test_exec_over_the_v4_channel_protocol(
 ) -> None:
     apiserver.create(pod("shell"))
 
-    output = await asyncio.to_thread(
-        stream.stream,
-        core.connect_get_namespaced_pod_exec,
-        "shell",
-        "default",
-        command=["echo", "from", "python"],
-        stderr=True,
-        stdin=False,
-        stdout=True,
-        tty=False,
-    )
+    def run() -> str:
+        # websocket-client's close() leaves its socket open when the server closed
+        # first, as kubelet and this stand-in do after the status; close it here.
+        session = stream.stream(
+            core.connect_get_namespaced_pod_exec,
+            "shell",
+            "default",
+            command=["echo", "from", "python"],
+            stderr=True,
+            stdin=False,
+            stdout=True,
+            tty=False,
+            _preload_content=False,
+        )
+        raw_socket = session.sock.sock
+        try:
+            session.run_forever(timeout=20)
+            return str(session.read_stdout())
+        finally:
+            session.close()
+            raw_socket.close()
+
+    output = await asyncio.to_thread(run)
 
     assert output == "from python\n"
     protocols = apiserver.requests[-1].header_values("Sec-WebSocket-Protocol")

@@ -198,7 +198,11 @@ class ApiServer:
         """Listen on an ephemeral port over TLS."""
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{path:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        # A client that leaves ends its watch or log stream at once, as it does in
+        # kube-apiserver, rather than at the next bookmark or at shutdown.
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, 0, ssl_context=self._ssl_context())
         await site.start()
@@ -211,12 +215,19 @@ class ApiServer:
         self._stopping.set()
         for key in list(self.logs._buffers):
             self.logs.end_pod(key[0], key[1])
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._runner is None:
+            return
+        server = self._runner.server
+        if server is not None:
+            self._transports.update(
+                h.transport for h in server.connections if h.transport is not None
+            )
+        await self._runner.cleanup()
         # A client that drops a TLS connection without close_notify leaves its
         # transport waiting for a shutdown that never comes; end those now.
         for transport in list(self._transports):
             transport.abort()
+        self._transports.clear()
 
     def _ssl_context(self) -> ssl.SSLContext:
         serving = self.ca.issue_server(("localhost", self._host))
