@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from kproxy import __version__
 from kproxy.auth.events import FAILURE_REASONS
 from kproxy.observe.records import RequestRecord
+from kproxy.policy.attributes import NON_RESOURCE_VERBS, RESOURCE_VERBS
 
 logger = logging.getLogger(__name__)
 
@@ -46,24 +47,7 @@ T = TypeVar("T")
 NONE: Final = "none"
 OTHER: Final = "other"
 
-KNOWN_VERBS: Final = frozenset(
-    {
-        "get",
-        "list",
-        "watch",
-        "create",
-        "update",
-        "patch",
-        "delete",
-        "deletecollection",
-        "proxy",
-        "post",
-        "put",
-        "head",
-        "options",
-        "connect",
-    }
-)
+KNOWN_VERBS: Final = frozenset((*RESOURCE_VERBS, *NON_RESOURCE_VERBS, "connect"))
 
 # kube-apiserver's request duration buckets, so dashboards compare like with like.
 LATENCY_BUCKETS: Final = (

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 from urllib.parse import unquote, unquote_to_bytes
 
 from kproxy.errors import BadRequestError
@@ -54,6 +54,11 @@ Verb = Literal[
     "deletecollection",
     "proxy",
 ]
+
+# The verbs a resource request can carry, and those of a non-resource request: the
+# API server's lower-cased HTTP methods.
+RESOURCE_VERBS: Final[tuple[str, ...]] = get_args(Verb)
+NON_RESOURCE_VERBS: Final = ("get", "head", "post", "put", "patch", "delete", "options")
 
 MAX_PATH_LENGTH: Final = 4096
 MAX_QUERY_LENGTH: Final = 16384

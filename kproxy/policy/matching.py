@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal
 
-from kproxy.policy.attributes import RequestInfo
+from kproxy.policy.attributes import NON_RESOURCE_VERBS, RESOURCE_VERBS, RequestInfo
 
 ANY: Final = "*"
 
@@ -168,21 +168,7 @@ def compile_rule(
     )
 
 
-ALL_VERBS: Final = (
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-    "proxy",
-    "head",
-    "post",
-    "put",
-    "options",
-)
+ALL_VERBS: Final = tuple(dict.fromkeys((*RESOURCE_VERBS, *NON_RESOURCE_VERBS)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,18 +26,6 @@ from kproxy.configfile import Model
 API_VERSION: Final = "kproxy.io/v1alpha1"
 POLICY_KIND: Final = "UniversityPolicy"
 
-RESOURCE_VERBS: Final = (
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-)
-NON_RESOURCE_VERBS: Final = ("get", "head", "post", "put", "patch", "delete", "options")
-
 ResourceVerb = Literal[
     "get",
     "list",
