@@ -111,6 +111,9 @@ class Federation:
     proxy: Proxy | None = None
     url: str = ""
 
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
     async def start(self) -> None:
         await self.apiserver.start()
         self._populate()
@@ -332,33 +335,40 @@ async def _read_all(reader: asyncio.StreamReader) -> bytes:
 
 
 def _parse(received: bytes) -> RawResponse:
-    head, _, rest = received.partition(b"\r\n\r\n")
-    statuses = tuple(
-        int(line.split(b" ")[1])
-        for line in received.split(b"\r\n")
-        if line.startswith(b"HTTP/1.1 ") and line[9:12].isdigit()
-    )
-    text = head.decode("latin-1")
-    body = rest
-    if "transfer-encoding: chunked" in text.lower():
-        body = _unchunk(rest)
-    else:
-        for line in text.split("\r\n"):
-            if line.lower().startswith("content-length:"):
-                body = rest[: int(line.split(":", 1)[1])]
-    return RawResponse(statuses=statuses, head=text, body=body)
+    answers = []
+    rest = received
+    while rest.startswith(b"HTTP/1."):
+        head, body, rest = _one_answer(rest)
+        answers.append((head, body))
+    if not answers:
+        return RawResponse(statuses=(), head="", body=received)
+    statuses = tuple(int(head.split(" ", 2)[1]) for head, _ in answers)
+    return RawResponse(statuses=statuses, head=answers[0][0], body=answers[0][1])
 
 
-def _unchunk(data: bytes) -> bytes:
+def _one_answer(data: bytes) -> tuple[str, bytes, bytes]:
+    raw_head, _, rest = data.partition(b"\r\n\r\n")
+    head = raw_head.decode("latin-1")
+    fields = [line.partition(":") for line in head.split("\r\n")[1:]]
+    headers = {name.strip().lower(): value.strip() for name, _, value in fields}
+    if "chunked" in headers.get("transfer-encoding", ""):
+        return (head, *_unchunk(rest))
+    if "content-length" in headers:
+        length = int(headers["content-length"])
+        return head, rest[:length], rest[length:]
+    return head, rest, b""
+
+
+def _unchunk(data: bytes) -> tuple[bytes, bytes]:
     out = bytearray()
     while data:
         size_line, _, data = data.partition(b"\r\n")
         size = int(size_line.split(b";")[0] or b"0", 16)
         if size == 0:
-            break
+            return bytes(out), data.partition(b"\r\n")[2]
         out += data[:size]
         data = data[size + 2 :]
-    return bytes(out)
+    return bytes(out), b""
 
 
 def request_bytes(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from kproxy.standins.issuer import JWKS_PATH
-from tests.security.conftest import StartFederation
+from tests.security.conftest import MODULE_LOOP, StartFederation
 from tests.security.federation import AUDIENCE, Federation
 from tests.security.forging import (
     DROP,
@@ -29,6 +29,8 @@ from tests.security.forging import (
     segment,
     unsigned,
 )
+
+pytestmark = MODULE_LOOP
 
 PODS = "/api/v1/namespaces/alpha/pods"
 
