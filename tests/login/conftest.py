@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.login.driving import LOGIN_COMMAND_SCRIPT
 from tests.oidc.browser import Person
 from tests.oidc.harness import OidcProvider, oidc_node_modules, oidc_provider
 
@@ -33,14 +32,16 @@ def person(oidc_provider: OidcProvider) -> Iterator[Person]:
 
 
 @pytest.fixture(scope="session")
-def kproxy_command(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An executable that runs the ``login`` and ``kubeconfig`` subcommands.
+def kproxy_command() -> Path:
+    """The ``kproxy`` console script that installing the package put beside Python.
 
-    It registers only ``kproxy.commands.login``, exactly as ``kproxy.cli`` does, so
-    these tests exercise the real command without importing the server's modules.
+    kubectl runs exactly this file for ``kproxy login``, so the tests use it rather
+    than importing the command.
     """
-    path = tmp_path_factory.mktemp("bin") / "kproxy"
-    path.write_text(LOGIN_COMMAND_SCRIPT.format(python=sys.executable))
-    path.chmod(0o755)
-    assert os.access(path, os.X_OK)
+    path = Path(sys.executable).parent / "kproxy"
+    if not os.access(path, os.X_OK):
+        pytest.fail(
+            f"{str(path)!r} is missing: install kproxy into this environment "
+            "(pip install -e '.[dev]') so its console script exists"
+        )
     return path

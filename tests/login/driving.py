@@ -19,18 +19,6 @@ from kproxy.login.settings import LoginSettings
 from tests.oidc.browser import Person
 from tests.oidc.harness import PUBLIC_CLIENT_ID, OidcProvider
 
-LOGIN_COMMAND_SCRIPT: Final = """#!{python}
-import argparse
-import sys
-
-from kproxy.commands import login
-
-parser = argparse.ArgumentParser(prog="kproxy")
-login.register(parser.add_subparsers(dest="command", required=True))
-arguments = parser.parse_args()
-sys.exit(arguments.handler(arguments))
-"""
-
 DEVICE_PROMPT: Final = re.compile(
     r"visit (?P<uri>https://\S+) and enter the code (?P<code>\S+)"
 )
