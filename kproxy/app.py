@@ -7,8 +7,10 @@ A request is handled in four steps, each a call into its own package::
     both ──────────decide────────▶ Decision (allow, naming the rule, as a UserInfo)
     request, user ─forward/tunnel─▶ the API server's response, streamed back
 
-Any step may refuse with a ``KproxyError``; it becomes a Kubernetes ``Status`` here and
-nowhere else. Whatever happens, exactly one record of the request reaches the access
+Between deciding and forwarding, the caller's university pays for the request out of
+its rate and concurrency bounds (``kproxy.limiting``), so a refusal there is charged to
+someone who proved who they are. Any step may refuse with a ``KproxyError``; it becomes
+a Kubernetes ``Status`` here and nowhere else. Whatever happens, exactly one record of the request reaches the access
 log, the audit trail and the metrics.
 """
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -29,13 +33,16 @@ from kproxy.auth.identity import (
     UserInfo,
 )
 from kproxy.auth.verifying import TokenAuthenticator
+from kproxy.config import LimitSettings
 from kproxy.errors import (
     AuthenticationError,
     CouldNotCheckError,
     ForbiddenError,
     KproxyError,
+    RequestTooLargeError,
     UpstreamError,
 )
+from kproxy.limiting import Bounds, Limiter
 from kproxy.observe.access import log_access
 from kproxy.observe.audit import AuditLog
 from kproxy.observe.metrics import Metrics
@@ -64,6 +71,8 @@ class Components:
 
 
 COMPONENTS = web.AppKey("components", Components)
+LIMITS = web.AppKey("limits", LimitSettings)
+LIMITER = web.AppKey("limiter", Limiter)
 
 
 @dataclass(slots=True)
@@ -115,9 +124,38 @@ async def _serve(
         raise ForbiddenError(trace.decision.message or _refusal(trace.info))
 
     trace.user = _impersonated(trace.decision.user, trace.identity, components)
-    response = await _relay(request, components, trace.user, trace.info)
+    with _admitted(request, trace.identity, trace.decision, trace.info):
+        response = await _relay(request, components, trace.user, trace.info)
     trace.status = response.status
     return response
+
+
+@contextmanager
+def _admitted(
+    request: web.Request, identity: Identity, decision: Decision, info: RequestInfo
+) -> Iterator[None]:
+    """Charge the request to its caller and university, or refuse it (413, 429)."""
+    _check_body_size(request)
+    limiter = request.app[LIMITER]
+    university = decision.university or ""
+    limiter.check_rate(university)
+    caller = f"{identity.issuer} {identity.subject}"
+    long_running = info.verb == "watch" or is_upgrade(request)
+    with limiter.in_flight(caller, university, long_running=long_running):
+        yield
+
+
+def _check_body_size(request: web.Request) -> None:
+    # Bodies are streamed, so this bounds what reaches the API server rather than
+    # kproxy's memory. TODO: a chunked body carries no length and is not counted
+    # here; the API server still refuses one over its own 3 MiB limit.
+    limit = request.app[LIMITS].max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestTooLargeError(
+            f"the request body of {length} bytes is larger than the limit of "
+            f"{limit} bytes"
+        )
 
 
 async def _relay(
@@ -196,15 +234,41 @@ def _record(
     components.metrics.observe(record)
 
 
-def build_app(components: Components, *, max_header_bytes: int) -> web.Application:
-    """The proxy application: every method and path goes through ``handle``."""
+def build_app(
+    components: Components,
+    *,
+    max_header_bytes: int,
+    limits: LimitSettings | None = None,
+) -> web.Application:
+    """The proxy application: every method and path goes through ``handle``.
+
+    ``limits`` defaults to ``LimitSettings()`` with ``max_header_bytes``.
+    """
+    if limits is None:
+        limits = LimitSettings(max_header_bytes=max_header_bytes)
     app = web.Application(
         handler_args={
             "max_line_size": max_header_bytes,
             "max_field_size": max_header_bytes,
+            # aiohttp's keep-alive timer also runs while a request head trickles in.
+            "keepalive_timeout": limits.client_idle_timeout_seconds,
         },
         client_max_size=0,
     )
     app[COMPONENTS] = components
+    app[LIMITS] = limits
+    app[LIMITER] = Limiter(bounds_of(limits))
     app.router.add_route("*", "/{path:.*}", handle)
     return app
+
+
+def bounds_of(limits: LimitSettings) -> Bounds:
+    """The limiter's view of the ``limits:`` section."""
+    return Bounds(
+        requests_per_second=limits.requests_per_second_per_university,
+        burst=limits.burst_per_university,
+        in_flight_per_identity=limits.max_in_flight_per_identity,
+        in_flight_per_university=limits.max_in_flight_per_university,
+        long_running_per_identity=limits.max_long_running_per_identity,
+        long_running_per_university=limits.max_long_running_per_university,
+    )

@@ -69,11 +69,24 @@ class ImpersonationSettings(Model):
 
 
 class LimitSettings(Model):
-    """Bounds on what one client may hold; the defaults suit a shared control plane."""
+    """Bounds on what one client may hold; the defaults suit a shared control plane.
+
+    docs/limits.md explains each; 0 switches a rate or concurrency bound off.
+    """
 
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     max_token_bytes: int = Field(default=16 * 1024, ge=256)
+    # The API server's own bound on a request body (3 MiB), refused here earlier.
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
+    # From accepting a connection, or from the last answer on it, until a whole
+    # request head has arrived: bounds idle keep-alive and slowly sent heads alike.
+    client_idle_timeout_seconds: float = Field(default=90.0, gt=0)
+    requests_per_second_per_university: float = Field(default=100.0, ge=0)
+    burst_per_university: int = Field(default=200, ge=0)
+    max_in_flight_per_identity: int = Field(default=200, ge=0)
+    max_in_flight_per_university: int = Field(default=400, ge=0)
+    max_long_running_per_identity: int = Field(default=100, ge=0)
+    max_long_running_per_university: int = Field(default=200, ge=0)
 
 
 class LoggingSettings(Model):

@@ -22,12 +22,14 @@ from typing import Any, Final
 
 import aiohttp
 import yaml
+from aiohttp import web
 
-from kproxy.config import load_configuration
+from kproxy.app import build_app
+from kproxy.config import LimitSettings, load_configuration
 from kproxy.running import Proxy
 from kproxy.standins.apiserver import ApiServer, Binding, PolicyRule, RecordedRequest
 from kproxy.standins.apiserver.certificates import CertificateAuthority
-from kproxy.standins.issuer import IssuerStandin, SigningKey
+from kproxy.standins.issuer import Fault, IssuerStandin, SigningKey
 
 AUDIENCE: Final = "https://kproxy.target.example"
 NAMESPACE: Final = {"alpha": "alpha", "beta": "beta"}
@@ -105,11 +107,13 @@ class Federation:
     limits: Mapping[str, Any] = field(default_factory=dict)
     authentication: Mapping[str, Any] = field(default_factory=dict)
     jwt_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    issuer_faults: Mapping[str, Fault] = field(default_factory=dict)
     authority: CertificateAuthority = field(default_factory=CertificateAuthority)
     apiserver: ApiServer = field(default_factory=ApiServer)
     issuers: dict[str, IssuerStandin] = field(default_factory=dict)
     proxy: Proxy | None = None
     url: str = ""
+    _limited: web.AppRunner | None = None
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -119,14 +123,39 @@ class Federation:
         self._populate()
         for name in ("alpha", "beta", "stray"):
             self.issuers[name] = await self._issuer(getattr(self.keys, name))
+            self.issuers[name].fault = self.issuer_faults.get(name)
         await self.start_proxy()
 
     async def start_proxy(self) -> None:
         self.proxy = Proxy(load_configuration(self._write_configuration()))
         await self.proxy.start()
         self.url = self.proxy.addresses[0]
+        if self.limits:
+            await self._serve_with_limits()
+
+    async def _serve_with_limits(self) -> None:
+        # The running proxy's own listener is built with the header limit alone; the
+        # same components are served here under the test's ``limits:`` section.
+        assert self.proxy is not None
+        limits = LimitSettings.model_validate(self.limits)
+        app = build_app(
+            self.proxy.components,
+            max_header_bytes=limits.max_header_bytes,
+            limits=limits,
+        )
+        self._limited = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
+        await self._limited.setup()
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(self.directory / "tls.crt", self.directory / "tls.key")
+        site = web.TCPSite(self._limited, "127.0.0.1", 0, ssl_context=tls)
+        await site.start()
+        self.url = f"https://127.0.0.1:{self._limited.addresses[0][1]}"
 
     async def stop(self) -> None:
+        if self._limited is not None:
+            await self._limited.cleanup()
         if self.proxy is not None:
             await self.proxy.stop()
         for issuer in self.issuers.values():
