@@ -26,6 +26,15 @@ from kproxy.standins.issuer import IssuerStandin, SigningKey
 ISSUER_URL: Final = "https://cluster.bench.invalid/k8s"
 AUDIENCE: Final = "https://kproxy.bench.invalid"
 UPSTREAM_TOKEN: Final = "upstream-credential"
+UPSTREAM_POOL: Final = 12_000
+UNLIMITED: Final = (
+    "requestsPerSecondPerUniversity",
+    "burstPerUniversity",
+    "maxInFlightPerIdentity",
+    "maxInFlightPerUniversity",
+    "maxLongRunningPerIdentity",
+    "maxLongRunningPerUniversity",
+)
 
 
 def university_name(index: int) -> str:
@@ -194,10 +203,15 @@ def write_kproxy_configuration(
             "workers": workers,
             "probes": {"address": "127.0.0.1", "port": 0},
         },
-        "upstream": {"kubeconfig": str(kubeconfig)},
+        # The default pool (512) would queue every watch past the 512th: a watch
+        # holds its upstream connection, so the pool must exceed the watches held.
+        "upstream": {"kubeconfig": str(kubeconfig), "poolSize": UPSTREAM_POOL},
         "authentication": authentication_section(issuer.jwks()),
         "federation": federation_section(universities, "policies"),
         "audit": {"path": str(directory / "audit.log"), "level": "Metadata"},
+        # Rate and concurrency limits off: the benchmark measures the request path's
+        # capacity, and one identity holds every connection of the load generator.
+        "limits": dict.fromkeys(UNLIMITED, 0),
         "logging": {"level": "warning"},
     }
     path = directory / "kproxy.yaml"
