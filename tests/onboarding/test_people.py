@@ -13,6 +13,7 @@ import asyncio
 from pathlib import Path
 
 import jwt
+import pytest
 
 from kproxy.standins.federation import LocalFederation
 from tests.login.driving import (
@@ -70,6 +71,9 @@ async def _people_kubeconfig(
     return path
 
 
+# The device login polls at the provider's interval (five seconds), and each kubectl
+# call starts the exec plugin, a whole Python process, again.
+@pytest.mark.timeout(120)
 async def test_a_person_logs_in_and_kubectl_reaches_the_api_server_as_mapped(
     oidc_provider: OidcProvider,
     start_federation: StartFederation,
