@@ -13,6 +13,7 @@ asserts, at the stand-in's recorded requests, that nothing forbidden arrived.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import Mapping
@@ -108,6 +109,8 @@ class Federation:
     authentication: Mapping[str, Any] = field(default_factory=dict)
     jwt_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     issuer_faults: Mapping[str, Fault] = field(default_factory=dict)
+    upstream: Mapping[str, Any] = field(default_factory=dict)
+    relay: Relay | None = None
     authority: CertificateAuthority = field(default_factory=CertificateAuthority)
     apiserver: ApiServer = field(default_factory=ApiServer)
     issuers: dict[str, IssuerStandin] = field(default_factory=dict)
@@ -120,6 +123,8 @@ class Federation:
 
     async def start(self) -> None:
         await self.apiserver.start()
+        if self.relay is not None:
+            await self.relay.start(self.apiserver.url)
         self._populate()
         for name in ("alpha", "beta", "stray"):
             self.issuers[name] = await self._issuer(getattr(self.keys, name))
@@ -160,6 +165,8 @@ class Federation:
             await self.proxy.stop()
         for issuer in self.issuers.values():
             await issuer.stop()
+        if self.relay is not None:
+            await self.relay.stop()
         await self.apiserver.stop()
 
     @property
@@ -231,7 +238,7 @@ class Federation:
                 }
             )
         for namespace in ("alpha", "beta", "kube-system"):
-            self.apiserver.create(_pod(namespace))
+            self.apiserver.create(pod(namespace))
             self.apiserver.append_log(namespace, POD, "started\n")
 
     def _write_configuration(self) -> Path:
@@ -242,7 +249,10 @@ class Federation:
             (directory / "policies" / f"{university}.yaml").write_text(text)
         kubeconfig = directory / "kubeconfig"
         credentials = self.apiserver.proxy_credentials
-        kubeconfig.write_text(yaml.safe_dump(self.apiserver.kubeconfig(credentials)))
+        document = self.apiserver.kubeconfig(credentials)
+        if self.relay is not None:
+            document["clusters"][0]["cluster"]["server"] = self.relay.url
+        kubeconfig.write_text(yaml.safe_dump(document))
         serving = self.authority.issue_server(("127.0.0.1", "localhost"))
         (directory / "tls.crt").write_bytes(serving.cert_pem)
         (directory / "tls.key").write_bytes(serving.key_pem)
@@ -261,7 +271,11 @@ class Federation:
                 "probes": {"address": "127.0.0.1", "port": 0},
                 "shutdownGracePeriodSeconds": 1,
             },
-            "upstream": {"kubeconfig": "kubeconfig", "responseHeaderTimeoutSeconds": 5},
+            "upstream": {
+                "kubeconfig": "kubeconfig",
+                "responseHeaderTimeoutSeconds": 5,
+                **self.upstream,
+            },
             "authentication": {
                 "jwt": [self._jwt(name) for name in ("alpha", "beta", "stray")],
                 "fetchTimeoutSeconds": 2,
@@ -296,11 +310,11 @@ class Federation:
         }
 
 
-def _pod(namespace: str) -> dict[str, Any]:
+def pod(namespace: str, name: str = POD) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": POD, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {"containers": [{"name": "main", "image": "busybox"}]},
     }
 
@@ -416,3 +430,77 @@ def request_bytes(
     if close:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+
+
+class Relay:
+    """A TCP relay in front of a server, which a test can make refuse or redirect.
+
+    ``refuse()`` closes the listening socket, so connections are refused as by a
+    server that is down; ``accept()`` listens on the same port again. ``target``
+    may be switched to another server (one with a certificate the client does not
+    expect) and back.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.target = ""
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    async def start(self, target: str) -> None:
+        self.target = target
+        await self.accept()
+
+    async def accept(self) -> None:
+        self._server = await asyncio.start_server(
+            self._connected, "127.0.0.1", self.port
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def refuse(self) -> None:
+        """Stop listening and cut every relayed connection."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def stop(self) -> None:
+        await self.refuse()
+
+    async def _connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        host, _, port = self.target.removeprefix("https://").rpartition(":")
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            writer.close()
+            return
+        pipes = [
+            asyncio.create_task(_pipe(reader, up_writer), name="relay-up"),
+            asyncio.create_task(_pipe(up_reader, writer), name="relay-down"),
+        ]
+        self._pipes.update(pipes)
+        try:
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            self._pipes.difference_update(pipes)
+            writer.close()
+            up_writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
