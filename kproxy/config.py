@@ -10,6 +10,7 @@ at once with file, line and field.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,8 @@ KIND = "ProxyConfiguration"
 class TLSSettings(Model):
     cert_file: str
     key_file: str
+    # How often the files are checked for a rotated pair; two stat calls each time.
+    reload_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
 
 
 class ProbeSettings(Model):
@@ -118,7 +121,10 @@ class LoadedConfiguration:
     document: Document
 
     def path(self, value: str) -> Path:
-        return (self.base_dir / value).resolve()
+        # Symlinks are kept, not resolved: a Secret volume's files point through
+        # ``..data``, which the kubelet swaps on rotation; a resolved path would stay
+        # pinned to the directory it named at start, which is then deleted.
+        return Path(os.path.normpath(self.base_dir / value))
 
 
 def load_configuration(path: str | Path) -> LoadedConfiguration:
@@ -129,7 +135,8 @@ def load_configuration(path: str | Path) -> LoadedConfiguration:
     settings = validate(document, ProxyConfiguration)
     return LoadedConfiguration(
         settings=settings,
-        base_dir=Path(path).resolve().parent,
+        # The file's own directory, even when the file is a ConfigMap's symlink.
+        base_dir=Path(os.path.normpath(Path(path).absolute())).parent,
         document=document,
     )
 

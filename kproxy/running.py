@@ -30,6 +30,7 @@ from kproxy.observe.metrics import Metrics
 from kproxy.observe.probes import ReadinessCheck, ShutdownCheck, build_probe_app
 from kproxy.policy.reloading import PolicyStore
 from kproxy.policy.watching import GrantWatcher
+from kproxy.proxy.draining import install_drain
 from kproxy.proxy.upstream import Upstream
 
 logger = logging.getLogger(__name__)
@@ -128,6 +129,9 @@ class Proxy:
         app = build_app(
             components, max_header_bytes=self.loaded.settings.limits.max_header_bytes
         )
+        # Watches and tunnels end when the runner shuts the app down, after the
+        # listener stopped accepting; short requests keep the grace period.
+        install_drain(app)
         runner = await self._site(
             app,
             serving.address,
@@ -187,7 +191,9 @@ class Proxy:
         if tls is None:
             return None
         certificate = ServingCertificate(
-            self.loaded.path(tls.cert_file), self.loaded.path(tls.key_file)
+            self.loaded.path(tls.cert_file),
+            self.loaded.path(tls.key_file),
+            poll_interval=tls.reload_interval_seconds,
         )
         await certificate.start()
         self._stack.push_async_callback(certificate.close)

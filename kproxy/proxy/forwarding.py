@@ -19,17 +19,26 @@ had been talking to the API server when that connection broke.
 A client that goes away ends the handler (aiohttp cancels it when the server runs with
 ``handler_cancellation=True``, or the next write fails) and the unfinished upstream
 answer is released, which closes that upstream connection instead of reusing it.
+
+When kproxy stops, an answer without a ``Content-Length`` (a watch, a followed log) is
+ended at once between two chunks with the final chunk, so the client sees an ordinary
+end of stream and reconnects; answers of known length finish within the grace period
+(see ``kproxy.proxy.draining``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from asyncio import FIRST_COMPLETED
 from typing import Final
 
 import aiohttp
 from aiohttp import web
 
 from kproxy.auth.identity import UserInfo
+from kproxy.proxy.draining import drain_of
 from kproxy.proxy.headers import response_headers, upstream_headers
 from kproxy.proxy.upstream import Upstream
 
@@ -79,8 +88,7 @@ async def _relay(
     )
     await response.prepare(request)
     try:
-        async for chunk in answer.content.iter_any():
-            await response.write(chunk)
+        finished = await _copy_until_drained(request, answer, response)
     except _CLIENT_GONE:
         logger.debug(
             "client left during %s %s", request.method, request.rel_url.raw_path
@@ -95,8 +103,45 @@ async def _relay(
         )
         _abort(request, response)
         return response
-    await response.write_eof()
+    if not finished:
+        logger.debug(
+            "ended %s %s: kproxy is stopping", request.method, request.rel_url.raw_path
+        )
+    with contextlib.suppress(*_CLIENT_GONE):
+        await response.write_eof()
     return response
+
+
+async def _copy_until_drained(
+    request: web.Request, answer: aiohttp.ClientResponse, response: web.StreamResponse
+) -> bool:
+    """Copy the answer; return ``False`` if kproxy began stopping before its end.
+
+    An answer of known length is a short request and keeps the grace period; only
+    open-ended ones (watches, followed logs, chunked lists) are ended by a drain.
+    """
+    drain = drain_of(request)
+    if drain is None or answer.content_length is not None:
+        await _copy(answer, response)
+        return True
+    copying = asyncio.create_task(_copy(answer, response), name="kproxy-forward-stream")
+    try:
+        await asyncio.wait({copying, drain.begun()}, return_when=FIRST_COMPLETED)
+    finally:
+        if not copying.done():
+            # Cancelled between whole chunks: the client has no partial one.
+            copying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await copying
+    if copying.cancelled():
+        return False
+    copying.result()
+    return True
+
+
+async def _copy(answer: aiohttp.ClientResponse, response: web.StreamResponse) -> None:
+    async for chunk in answer.content.iter_any():
+        await response.write(chunk)
 
 
 def _abort(request: web.BaseRequest, response: web.StreamResponse) -> None:

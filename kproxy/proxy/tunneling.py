@@ -31,6 +31,12 @@ closed. Bytes read before the end are written on first. A true half-close cannot
 carried: asyncio's TLS transports cannot send an end of stream without closing, and
 aiohttp's server closes a connection when its client half-closes; SPDY and WebSocket
 end their streams with frames of their own, which pass through like any other bytes.
+
+When kproxy stops, a tunnel ends as soon as draining begins (see
+``kproxy.proxy.draining``): both copies are cancelled and both connections closed, so
+``kubectl exec`` returns instead of hanging until the grace period cuts it. kproxy
+writes no closing frame of its own: it cannot know where the frames of a stream it
+only carries begin, and a frame injected into the middle of one would corrupt it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from multidict import CIMultiDict
 
 from kproxy.auth.identity import UserInfo
 from kproxy.errors import BadRequestError, UpstreamError
+from kproxy.proxy.draining import drain_of
 from kproxy.proxy.headers import (
     CONNECTION,
     UPGRADE,
@@ -274,9 +281,11 @@ async def _splice(
     client_writer = await response.prepare(request)
     if client_writer is None:
         raise ConnectionResetError("the client connection ended before the switch")
+    drain = drain_of(request)
     await _pump_both(
         _copy_to_client(reader, client_writer),
         _copy_to_upstream(client, writer),
+        drained=drain.begun() if drain is not None else None,
     )
     return response
 
@@ -293,14 +302,17 @@ def _take_over(request: web.Request) -> ClientStream:
     return client
 
 
-async def _pump_both(*copies: Any) -> None:
+async def _pump_both(*copies: Any, drained: asyncio.Future[None] | None) -> None:
     names = ("kproxy-tunnel-upstream-to-client", "kproxy-tunnel-client-to-upstream")
     tasks = [
         asyncio.create_task(copy, name=name)
         for copy, name in zip(copies, names, strict=True)
     ]
+    waited: list[asyncio.Future[Any]] = [*tasks]
+    if drained is not None:
+        waited.append(drained)
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
