@@ -84,7 +84,11 @@ async def _until_terminated(config: Path, *, reuse_port: bool) -> int:
 
     proxy = Proxy(load_configuration(config))
     await proxy.start(reuse_port=reuse_port)
-    logger.info("kproxy serving on %s", ", ".join(proxy.addresses))
+    logger.info(
+        "kproxy serving on %s, probes on %s",
+        ", ".join(proxy.addresses),
+        ", ".join(proxy.probe_addresses),
+    )
     await stopping.wait()
     logger.info("terminating: draining requests for up to %.0fs", proxy.grace_period)
     await proxy.stop()
