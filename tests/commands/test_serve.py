@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,21 @@ def test_duplicate_keys_are_refused_rather_than_silently_merged(
 def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["version"]) == 0
     assert capsys.readouterr().out == f"kproxy {__version__}\n"
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    # kubectl runs "kproxy login" before each request: it must not pay for the
+    # proxy's server stack.
+    code = (
+        "import sys; from kproxy.cli import build_parser; "
+        "build_parser(['login', '--help']); "
+        "print(sorted(m for m in sys.modules if m.startswith(('kproxy.', 'cel'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    loaded = result.stdout
+    assert "kproxy.commands.login" in loaded
+    for heavy in ("kproxy.app", "kproxy.auth.expressions", "'cel'", "kproxy.running"):
+        assert heavy not in loaded
