@@ -20,16 +20,11 @@ Manifest = dict[str, Any]
 def kustomize(directory: Path) -> list[Manifest]:
     """Render one kustomization as the documented command does (once per process).
 
-    The base includes the CRD from ``deploy/crds``, outside its own directory, which
-    kustomize only loads with its root restriction lifted.
+    Kustomize's default load restrictions apply: the base reaches the CRD through
+    the kustomization in ``deploy/crds``, never by a file path outside its root.
     """
     result = subprocess.run(
-        [
-            KUBECTL,
-            "kustomize",
-            "--load-restrictor=LoadRestrictionsNone",
-            str(directory),
-        ],
+        [KUBECTL, "kustomize", str(directory)],
         capture_output=True,
         text=True,
         timeout=50,

@@ -13,6 +13,7 @@ from tests.deploy.rendering import DEPLOY, all_of, kustomize
 KUBERNETES_VERSION: Final = "1.32"
 
 KUSTOMIZATIONS: Final = [
+    pytest.param(DEPLOY / "crds", id="crds"),
     pytest.param(DEPLOY / "target" / "base", id="target-base"),
     pytest.param(DEPLOY / "target" / "overlays" / "loadbalancer", id="loadbalancer"),
     pytest.param(DEPLOY / "target" / "overlays" / "cert-manager", id="cert-manager"),
@@ -48,3 +49,13 @@ def test_the_base_installs_the_namespace_grant_crd() -> None:
     crds = all_of(manifests, "CustomResourceDefinition")
     names = {crd["metadata"]["name"] for crd in crds}
     assert "namespacegrants.kproxy.io" in names
+
+
+def test_every_crd_file_is_in_the_crd_kustomization() -> None:
+    files = {path.name for path in (DEPLOY / "crds").glob("*.yaml")}
+    rendered = {
+        crd["spec"]["names"]["plural"] + ".yaml"
+        for crd in all_of(kustomize(DEPLOY / "crds"), "CustomResourceDefinition")
+    }
+
+    assert files - {"kustomization.yaml"} == rendered

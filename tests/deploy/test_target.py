@@ -7,6 +7,7 @@ from typing import Any, Final
 
 import pytest
 
+from kproxy.cli import build_parser
 from kproxy.config import load_configuration
 from kproxy.policy.loading import load_policy_file, policy_files
 from tests.deploy.rendering import DEPLOY, Manifest, all_of, kustomize, one
@@ -276,3 +277,43 @@ def test_cert_manager_writes_the_secret_the_pods_mount() -> None:
 
 def test_the_policy_directory_of_the_base_holds_policy_files_only() -> None:
     assert {path.suffix for path in Path(BASE / "policies").iterdir()} == {".yaml"}
+
+
+def test_the_config_map_is_a_configuration_kproxy_serve_loads(
+    base: list[Manifest], pod: dict[str, Any], container: dict[str, Any], tmp_path: Path
+) -> None:
+    config_map = one(base, "ConfigMap", volume_of(pod, "config")["configMap"]["name"])
+    mounted = tmp_path / PurePosixPath(CONFIG_PATH).name
+    mounted.write_text(config_map["data"][mount_of(container, "config")["subPath"]])
+
+    arguments = build_parser(container["args"]).parse_args(container["args"])
+    settings = load_configuration(mounted).settings
+
+    assert arguments.command == "serve"
+    assert str(arguments.config) == CONFIG_PATH
+    assert arguments.workers is None
+    assert settings == load_configuration(BASE / "config.yaml").settings
+
+
+def test_ports_annotations_and_grace_periods_agree_with_the_configuration(
+    pod: dict[str, Any], container: dict[str, Any], base: list[Manifest]
+) -> None:
+    serving = load_configuration(BASE / "config.yaml").settings.serving
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    annotations = one(base, "Deployment", "kproxy")["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+
+    assert ports["https"] == serving.port
+    assert ports["probes"] == serving.probes.port
+    assert annotations["prometheus.io/port"] == str(serving.probes.port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    # The kubelet kills the container at the end of terminationGracePeriodSeconds,
+    # which counts the preStop pause: kproxy's drain must fit after it.
+    assert (
+        pod["terminationGracePeriodSeconds"]
+        >= pre_stop + serving.shutdown_grace_period_seconds + 1
+    )
+    # One process per pod: audit to stdout and scale with replicas.
+    assert serving.workers == 1
