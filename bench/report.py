@@ -72,8 +72,10 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
                 unit=" MiB/s",
             )
         )
-        watches = results["targets"][name].get("idle_watches", {})
-        rss = watches.get("rss_bytes", math.nan) / MIB
+        watches = results["targets"][name].get("idle_watches")
+        if not watches:
+            continue
+        rss = watches["rss_bytes"] / MIB
         rows.append(
             _ratio_row(
                 name,
