@@ -201,6 +201,12 @@ async def _drive(
 ) -> dict[str, Any]:
     federation.apiserver.create(_pod())
     tally = Tally()
+    unhandled: Counter[str] = Counter()
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _, context: unhandled.update([_describe(context)])
+    )
+    # The stand-in records every request for tests; a soak must not count that.
+    forgetting = asyncio.create_task(_forget(federation), name="soak-forget")
     clients = [Worker(federation, tally, seed) for seed in range(workers)]
     started = time.monotonic()
     try:
@@ -208,9 +214,12 @@ async def _drive(
         at_start = process_state()
         served_at_start = tally.served
         measured = time.monotonic()
+        samples = asyncio.create_task(_sample(measured + seconds), name="soak-sample")
         await asyncio.gather(*(c.run(measured + seconds) for c in clients))
         ended = time.monotonic()
+        rss_samples = await samples
     finally:
+        forgetting.cancel()
         for client in clients:
             await client.close()
     await asyncio.sleep(1.0)
@@ -224,9 +233,32 @@ async def _drive(
         "answers": {f"{k} {s}": n for (k, s), n in sorted(tally.answers.items())},
         "limited_429": tally.limited,
         "kproxy_errors": dict(tally.failures),
+        "unhandled_task_exceptions": dict(unhandled),
         "start": at_start,
         "end": at_end,
+        "rss_kib_every_30s": rss_samples,
     }
+
+
+async def _forget(federation: LocalFederation) -> None:
+    while True:
+        federation.apiserver.clear_requests()
+        await asyncio.sleep(1.0)
+
+
+async def _sample(deadline: float) -> list[int]:
+    samples = [process_state()["rss_kib"]]
+    while time.monotonic() + 30 <= deadline:
+        await asyncio.sleep(30)
+        samples.append(process_state()["rss_kib"])
+    return samples
+
+
+def _describe(context: dict[str, Any]) -> str:
+    exception = context.get("exception")
+    task = context.get("future")
+    name = task.get_name() if isinstance(task, asyncio.Task) else "loop"
+    return f"{name}: {type(exception).__name__ if exception else context['message']}"
 
 
 def _pod() -> dict[str, Any]:
@@ -250,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.output is not None:
         args.output.write_text(text + "\n")
-    return 0 if not result["kproxy_errors"] else 1
+    clean = not result["kproxy_errors"] and not result["unhandled_task_exceptions"]
+    return 0 if clean else 1
 
 
 if __name__ == "__main__":
