@@ -9,7 +9,9 @@ kproxy's credential is a client certificate, a static token, or a token file. To
 files are projected service-account tokens that the kubelet rotates, so the file is
 looked at again when it changes; to keep the request path free of a ``stat`` call per
 request, it is looked at no more than once a second. A failed re-read keeps the last
-good token.
+good token. The CA bundle and client certificate files are watched the same way: when
+one changes, new connections use a TLS context built from the new files, while pooled
+connections finish on the old one; files that do not load keep the last good context.
 
 Credentials that run programs (``exec``, ``auth-provider``) are refused: kproxy reads
 its credential once at start and from files after that, never from a command.
@@ -143,7 +145,7 @@ class TokenFile:
         self._path = path
         self._recheck = recheck_seconds
         self._clock = clock
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: FileStamp = None
         self._value = ""
         if not self._refresh():
             raise ConfigError.single(str(path), "token file is missing or empty")
@@ -162,8 +164,7 @@ class TokenFile:
 
     def _refresh(self) -> bool:
         try:
-            status = os.stat(self._path)
-            stamp = (status.st_mtime_ns, status.st_ino, status.st_size)
+            stamp = _file_stamp(self._path)
             if stamp == self._stamp:
                 return True
             token = self._path.read_text(encoding="utf-8").strip()
@@ -180,12 +181,93 @@ class TokenFile:
         return True
 
 
+FileStamp = tuple[int, int, int] | None
+
+
+def _file_stamp(path: Path) -> FileStamp:
+    """What changes when a file is rewritten or replaced; raises ``OSError``."""
+    status = os.stat(path)
+    return status.st_mtime_ns, status.st_ino, status.st_size
+
+
+def _stamps(paths: tuple[Path, ...]) -> tuple[FileStamp, ...]:
+    stamps: list[FileStamp] = []
+    for path in paths:
+        try:
+            stamps.append(_file_stamp(path))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
+class ReloadingTLS:
+    """The TLS context for the API server, rebuilt when the files it came from change.
+
+    ``build`` makes a context from the files and raises ``ConfigError`` when they do
+    not load; the first build happens here, so bad files stop kproxy at start.
+    """
+
+    __slots__ = (
+        "_build",
+        "_clock",
+        "_context",
+        "_next_check",
+        "_paths",
+        "_recheck",
+        "_stamps",
+    )
+
+    def __init__(
+        self,
+        build: Callable[[], ssl.SSLContext],
+        paths: tuple[Path, ...],
+        *,
+        recheck_seconds: float = TOKEN_RECHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._build = build
+        self._paths = paths
+        self._recheck = recheck_seconds
+        self._clock = clock
+        self._stamps = _stamps(paths)
+        self._context = build()
+        self._next_check = clock() + recheck_seconds
+
+    @property
+    def build(self) -> Callable[[], ssl.SSLContext]:
+        return self._build
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return self._paths
+
+    def current(self) -> ssl.SSLContext:
+        """The context for a new connection."""
+        now = self._clock()
+        if now < self._next_check:
+            return self._context
+        self._next_check = now + self._recheck
+        stamps = _stamps(self._paths)
+        if stamps == self._stamps:
+            return self._context
+        # Remember these files even if they fail to load, so that a broken pair is
+        # reported once and tried again only when the files change again.
+        self._stamps = stamps
+        try:
+            self._context = self._build()
+        except ConfigError as exc:
+            logger.warning("keeping the last upstream TLS settings: %s", exc)
+        else:
+            logger.info("upstream TLS files changed; new connections use them")
+        return self._context
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamTarget:
     """The API server's address, the TLS to reach it, and kproxy's credential."""
 
     server: URL
-    ssl_context: ssl.SSLContext
+    tls: ReloadingTLS
     credential: Credential
     tls_server_name: str | None = None
 
@@ -229,7 +311,7 @@ def _in_cluster_target(directory: Path, environ: Mapping[str, str]) -> UpstreamT
         ) from exc
     return UpstreamTarget(
         server=_server_url(configuration.host, str(directory)),
-        ssl_context=_ssl_context(configuration, str(ca_path)),
+        tls=_reloading_tls(configuration, str(ca_path)),
         credential=TokenFile(token_path),
     )
 
@@ -254,7 +336,7 @@ def _kubeconfig_target(path: Path, context: str | None) -> UpstreamTarget:
         )
     return UpstreamTarget(
         server=_server_url(configuration.host, str(path)),
-        ssl_context=_ssl_context(configuration, str(path)),
+        tls=_reloading_tls(configuration, str(path)),
         credential=_kubeconfig_credential(user, path.parent, configuration),
         tls_server_name=configuration.tls_server_name,
     )
@@ -313,6 +395,18 @@ def _server_url(host: str, source: str) -> URL:
     return url
 
 
+def _reloading_tls(configuration: Configuration, source: str) -> ReloadingTLS:
+    files = (
+        configuration.ssl_ca_cert,
+        configuration.cert_file,
+        configuration.key_file,
+    )
+    return ReloadingTLS(
+        lambda: _ssl_context(configuration, source),
+        tuple(Path(name) for name in files if name),
+    )
+
+
 def _ssl_context(configuration: Configuration, source: str) -> ssl.SSLContext:
     try:
         context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
@@ -336,7 +430,6 @@ class Upstream:
         self._header_timeout = settings.response_header_timeout_seconds
         self._host = target.server.raw_host or ""
         connector = aiohttp.TCPConnector(
-            ssl=target.ssl_context,
             limit=settings.pool_size,
             keepalive_timeout=settings.idle_connection_timeout_seconds,
         )
@@ -392,6 +485,7 @@ class Upstream:
                     headers=headers,
                     data=data,
                     allow_redirects=False,
+                    ssl=self.target.tls.current(),
                     server_hostname=self.target.tls_server_name,
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -412,7 +506,7 @@ class Upstream:
                 return await asyncio.open_connection(
                     server.host,
                     port,
-                    ssl=self.target.ssl_context,
+                    ssl=self.target.tls.current(),
                     server_hostname=self.target.tls_server_name or server.host,
                     limit=limit,
                 )

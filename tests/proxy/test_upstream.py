@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,29 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from kproxy.configfile import parse_document, validate
 from kproxy.errors import ConfigError, UpstreamError
 from kproxy.proxy.upstream import (
     CertificateOnly,
+    ReloadingTLS,
     StaticToken,
     TokenFile,
     Upstream,
     UpstreamSettings,
     load_target,
 )
-from tests.proxy.conftest import Pki, Seen, ServeUpstream, write_kubeconfig
+from tests.proxy.conftest import (
+    Pki,
+    Seen,
+    ServeUpstream,
+    _certificate,
+    _key,
+    _write_cert,
+    _write_key,
+    write_kubeconfig,
+)
 
 
 def settings_for(kubeconfig: Path, **more: Any) -> UpstreamSettings:
@@ -489,3 +501,78 @@ def test_transport_exceptions_do_not_leak_past_the_boundary() -> None:
         "UpstreamTimeoutError",
         "UpstreamTimeoutError",
     ]
+
+
+async def test_a_rotated_client_certificate_is_used_for_new_connections(
+    serve_upstream: ServeUpstream, pki: Pki, tmp_path: Path
+) -> None:
+    served = await serve_upstream(record_routes, require_client_cert=True)
+    # kproxy starts with a certificate the API server no longer accepts, as after
+    # its expiry; the operator's rotation then writes a good pair in its place.
+    other_ca_key, stale_key = _key(), _key()
+    other_ca = _certificate("another-ca", other_ca_key, None, other_ca_key)
+    stale = _certificate(
+        "kproxy",
+        stale_key,
+        other_ca,
+        other_ca_key,
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    cert, key = tmp_path / "client.crt", tmp_path / "client.key"
+    _write_cert(stale, cert)
+    _write_key(stale_key, key)
+    user = {"client-certificate": str(cert), "client-key": str(key)}
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", served.url, pki, user=user)
+    settings = settings_for(kubeconfig)
+    loaded = load_target(settings, base_dir=tmp_path)
+    clock = FakeClock()
+    tls = ReloadingTLS(loaded.tls.build, loaded.tls.paths, clock=clock)
+    upstream = Upstream(dataclasses.replace(loaded, tls=tls), settings)
+
+    try:
+        with pytest.raises(UpstreamError):
+            await upstream.get_json("/api")
+        cert.write_bytes(pki.client_cert.read_bytes())
+        key.write_bytes(pki.client_key.read_bytes())
+        with pytest.raises(UpstreamError):
+            await upstream.get_json("/api")  # not looked at again within a second
+        clock.now += 1.5
+        answer = await upstream.get_json("/api")
+    finally:
+        await upstream.close()
+
+    assert answer["kind"] == "APIVersions"
+
+
+def test_upstream_tls_files_that_do_not_load_keep_the_last_good_context(
+    pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(pki.ca.read_bytes())
+    built: list[ssl.SSLContext] = []
+
+    def build() -> ssl.SSLContext:
+        try:
+            context = ssl.create_default_context(cafile=str(ca))
+        except ssl.SSLError as exc:
+            raise ConfigError.single(
+                str(ca), f"cannot load TLS material: {exc}"
+            ) from exc
+        built.append(context)
+        return context
+
+    clock = FakeClock()
+    tls = ReloadingTLS(build, (ca,), clock=clock)
+    first = tls.current()
+    ca.write_text("not a certificate")
+    clock.now += 1.5
+
+    assert tls.current() is first
+    assert "keeping the last upstream TLS settings" in caplog.text
+    clock.now += 1.5
+    assert tls.current() is first
+    assert len(built) == 1  # a broken file is not retried until it changes again
+
+    ca.write_bytes(pki.ca.read_bytes())
+    clock.now += 1.5
+    assert tls.current() is not first
