@@ -81,7 +81,7 @@ async def test_duplicated_impersonation_headers_are_all_stripped(
     assert_acts_as_the_scheduler(arrived)
 
 
-async def test_connection_naming_impersonate_user_cannot_drop_kprox_impersonation(
+async def test_connection_naming_impersonate_user_cannot_drop_kproxys_impersonation(
     federation: Federation,
 ) -> None:
     # CVE-2021-31999 class: a hop-by-hop declaration that would strip the header kproxy
