@@ -78,7 +78,6 @@ class LimitSettings(Model):
     """
 
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
-    max_token_bytes: int = Field(default=16 * 1024, ge=256)
     # The API server's own bound on a request body (3 MiB), refused here earlier.
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     # From accepting a connection, or from the last answer on it, until a whole

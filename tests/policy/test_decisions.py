@@ -85,7 +85,7 @@ ADMIRALTY = [
     ("POST", "/api/v1/namespaces/alpha/pods", "", False),
     ("GET", "/api/v1/namespaces/alpha/pods/p/log", "follow=true", True),
     ("POST", "/api/v1/namespaces/alpha/pods/p/exec", "command=ls", True),
-    ("GET", "/api/v1/namespaces/alpha/pods/p/exec", "command=ls", False),
+    ("GET", "/api/v1/namespaces/alpha/pods/p/exec", "command=ls", True),
     (
         "GET",
         "/apis/multicluster.admiralty.io/v1alpha1/clustersummaries",
