@@ -131,8 +131,12 @@ async def _copy_until_drained(
         if not copying.done():
             # Cancelled between whole chunks: the client has no partial one.
             copying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await copying
+        # Let the copy end and read how it did even when this handler was cancelled
+        # (its client left): a write that failed at that moment must not become an
+        # unretrieved task exception.
+        await asyncio.wait({copying})
+        if not copying.cancelled():
+            copying.exception()
     if copying.cancelled():
         return False
     copying.result()

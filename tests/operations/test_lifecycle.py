@@ -10,7 +10,6 @@ events is what the tests assert, never how long they took.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
@@ -48,29 +47,10 @@ def configmap(name: str) -> dict[str, object]:
     }
 
 
-def exec_policies(directory: Path) -> Path:
-    """The example policies, with alpha's scheduler also allowed exec over GET.
-
-    A WebSocket exec is a GET, which RBAC names ``get`` on ``pods/exec``; the example
-    files grant ``create`` only, which SPDY's POST needs.
-    """
-    shutil.copytree(POLICIES, directory)
-    alpha = directory / "alpha.yaml"
-    text = alpha.read_text()
-    granted = "resources: [pods/exec]\n    verbs: [create]"
-    assert granted in text
-    alpha.write_text(
-        text.replace(granted, granted.replace("[create", "[get, create"), 1)
-    )
-    return directory
-
-
 @pytest.fixture
 async def federation(tmp_path: Path) -> AsyncIterator[LocalFederation]:
-    """The example federation, with a pod to exec into and exec allowed over GET."""
-    fed = LocalFederation(
-        tmp_path / "federation", policy_dir=exec_policies(tmp_path / "policies")
-    )
+    """The example federation, with a pod to exec into."""
+    fed = LocalFederation(tmp_path / "federation", policy_dir=POLICIES)
     await fed.start()
     fed.apiserver.create(pod("shell", "alpha"))
     try:
