@@ -106,7 +106,8 @@ def python_client(
 ) -> Iterator[client.ApiClient]:
     """The ``kubernetes`` client configured from the kubeconfig kproxy users get."""
     path = federation.kubeconfig(token, name=name)
-    api_client = config.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
+    new_client = config.new_client_from_config
+    api_client = new_client(config_file=str(path))  # type: ignore[no-untyped-call]
     try:
         yield api_client
     finally:

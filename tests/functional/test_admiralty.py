@@ -341,3 +341,34 @@ async def test_each_example_university_works_in_its_own_namespace_only(
     for status in refusals:
         assert status["message"].startswith(f'user "{SCHEDULER_USER[university]}" ')
         assert status["message"].endswith(": no rule matched")
+
+
+@pytest.mark.parametrize("university", UNIVERSITIES)
+async def test_each_scheduler_reads_pod_logs_as_admiralty_does(
+    federation: LocalFederation, university: str
+) -> None:
+    other = "gamma" if university != "gamma" else "alpha"
+    for namespace in (university, other):
+        federation.apiserver.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "delegated", "namespace": namespace},
+                "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+            }
+        )
+        federation.apiserver.append_log(namespace, "delegated", f"in {namespace}\n")
+    token = federation.scheduler_token(university)
+
+    with python_client(federation, token, name=university) as api_client:
+        core = client.CoreV1Api(api_client)
+        # Admiralty finds the delegate by label, then reads pods/log directly.
+        pods = await asyncio.to_thread(core.list_namespaced_pod, university)
+        log = await asyncio.to_thread(
+            core.read_namespaced_pod_log, "delegated", university
+        )
+        refused = await refusal(core.read_namespaced_pod_log, "delegated", other)
+
+    assert [p.metadata.name for p in pods.items] == ["delegated"]
+    assert log == f"in {university}\n"
+    assert refused["message"].endswith(": no rule matched")

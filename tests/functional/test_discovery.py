@@ -35,9 +35,11 @@ ACCEPTS: Final = {
     "none": None,
     "any": "*/*",
     "json": "application/json",
-    "aggregated": "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
-    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,"
-    "application/json",
+    "aggregated": (
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+        "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,"
+        "application/json"
+    ),
     "kubectl": "application/json, */*",
     "protobuf": "application/vnd.kubernetes.protobuf, */*",
     "openapi-protobuf": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",

@@ -1,4 +1,4 @@
-"""A namespace owner's ``NamespaceGrant`` opens the namespace through kproxy, and closes it.
+"""A namespace owner's ``NamespaceGrant`` opens the namespace; deleting it closes it.
 
 kproxy watches grants with its own credentials, so a grant created or deleted at the
 API server changes kproxy's decisions within seconds, with no restart. The tests poll
