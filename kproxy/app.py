@@ -40,6 +40,7 @@ from kproxy.errors import (
     ForbiddenError,
     KproxyError,
     RequestTooLargeError,
+    StatusDetails,
     UpstreamError,
 )
 from kproxy.limiting import Bounds, Limiter
@@ -121,7 +122,10 @@ async def _serve(
 
     trace.decision = components.policies.current.decide(trace.identity, trace.info)
     if not trace.decision.allowed or trace.decision.user is None:
-        raise ForbiddenError(trace.decision.message or _refusal(trace.info))
+        raise ForbiddenError(
+            trace.decision.message or _refusal(trace.info),
+            details=_forbidden_details(trace.info),
+        )
 
     trace.user = _impersonated(trace.decision.user, trace.identity, components)
     with _admitted(request, trace.identity, trace.decision, trace.info):
@@ -203,6 +207,16 @@ def _impersonated(
         groups=user.groups,
         extra=MappingProxyType(extra),
     )
+
+
+def _forbidden_details(info: RequestInfo) -> StatusDetails | None:
+    # As kube-apiserver's NewForbidden: the group and resource, and the name if any.
+    if not info.is_resource_request:
+        return None
+    details: StatusDetails = {"group": info.api_group, "kind": info.resource}
+    if info.name:
+        details["name"] = info.name
+    return details
 
 
 def _refusal(info: RequestInfo) -> str:

@@ -57,11 +57,17 @@ class KproxyError(Exception):
     reason: ClassVar[str] = "InternalError"
 
     def __init__(
-        self, message: str, *, retry_after: int | None = None, cause: str = ""
+        self,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        cause: str = "",
+        details: StatusDetails | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.details = details
         # A finer machine reason than ``reason`` for logs and metrics, such as
         # "expired" for a 401; never shown to the client.
         self.cause = cause or self.reason
@@ -73,6 +79,7 @@ class KproxyError(Exception):
             self.reason,
             self.message,
             retry_after=self.retry_after,
+            details=self.details,
         )
 
 
@@ -133,6 +140,7 @@ def status_object(
     message: str,
     *,
     retry_after: int | None = None,
+    details: StatusDetails | None = None,
 ) -> Status:
     """Build a failure ``Status`` the way kube-apiserver's ``responsewriters`` do."""
     status: Status = {
@@ -144,8 +152,11 @@ def status_object(
         "reason": reason,
         "code": code,
     }
+    merged: StatusDetails = {**(details or {})}
     if retry_after is not None:
-        status["details"] = {"retryAfterSeconds": retry_after}
+        merged["retryAfterSeconds"] = retry_after
+    if merged:
+        status["details"] = merged
     return status
 
 

@@ -215,6 +215,7 @@ async def test_another_universitys_namespace_is_refused_naming_no_rule(
         f'"{GROUP}" in the namespace "beta": no rule matched'
     )
     assert listed["message"].endswith('in the namespace "beta": no rule matched')
+    assert created["details"] == {"group": GROUP, "kind": PLURAL}
     assert [
         r.path for r in federation.apiserver.requests if "/namespaces/beta/" in r.path
     ] == []
