@@ -63,7 +63,7 @@ def workshop_policy() -> dict[str, Any]:
                 "name": "exec",
                 "namespaces": [WORKSHOP],
                 "apiGroups": [""],
-                "resources": ["pods/exec"],
+                "resources": ["pods/exec", "pods/attach", "pods/portforward"],
                 "verbs": ["get", "create"],
             },
         ],
