@@ -10,8 +10,8 @@ A request is handled in four steps, each a call into its own package::
 Between deciding and forwarding, the caller's university pays for the request out of
 its rate and concurrency bounds (``kproxy.limiting``), so a refusal there is charged to
 someone who proved who they are. Any step may refuse with a ``KproxyError``; it becomes
-a Kubernetes ``Status`` here and nowhere else. Whatever happens, exactly one record of the request reaches the access
-log, the audit trail and the metrics.
+a Kubernetes ``Status`` here and nowhere else. Whatever happens, exactly one record of
+the request reaches the access log, the audit trail and the metrics.
 """
 
 from __future__ import annotations
@@ -248,22 +248,12 @@ def _record(
     components.metrics.observe(record)
 
 
-def build_app(
-    components: Components,
-    *,
-    max_header_bytes: int,
-    limits: LimitSettings | None = None,
-) -> web.Application:
-    """The proxy application: every method and path goes through ``handle``.
-
-    ``limits`` defaults to ``LimitSettings()`` with ``max_header_bytes``.
-    """
-    if limits is None:
-        limits = LimitSettings(max_header_bytes=max_header_bytes)
+def build_app(components: Components, *, limits: LimitSettings) -> web.Application:
+    """The proxy application: every method and path goes through ``handle``."""
     app = web.Application(
         handler_args={
-            "max_line_size": max_header_bytes,
-            "max_field_size": max_header_bytes,
+            "max_line_size": limits.max_header_bytes,
+            "max_field_size": limits.max_header_bytes,
             # aiohttp's keep-alive timer also runs while a request head trickles in.
             "keepalive_timeout": limits.client_idle_timeout_seconds,
         },

@@ -126,9 +126,7 @@ class Proxy:
     async def _listen(self, components: Components, *, reuse_port: bool) -> None:
         serving = self.loaded.settings.serving
         ssl_context = await self._serving_tls(components.metrics)
-        app = build_app(
-            components, max_header_bytes=self.loaded.settings.limits.max_header_bytes
-        )
+        app = build_app(components, limits=self.loaded.settings.limits)
         # Watches and tunnels end when the runner shuts the app down, after the
         # listener stopped accepting; short requests keep the grace period.
         install_drain(app)

@@ -139,15 +139,11 @@ class Federation:
             await self._serve_with_limits()
 
     async def _serve_with_limits(self) -> None:
-        # The running proxy's own listener is built with the header limit alone; the
-        # same components are served here under the test's ``limits:`` section.
+        # The same components are served here under the test's own ``limits:``
+        # section, so each test chooses its bounds without a new federation.
         assert self.proxy is not None
         limits = LimitSettings.model_validate(self.limits)
-        app = build_app(
-            self.proxy.components,
-            max_header_bytes=limits.max_header_bytes,
-            limits=limits,
-        )
+        app = build_app(self.proxy.components, limits=limits)
         self._limited = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
         )
