@@ -18,7 +18,7 @@ from typing import Final
 
 from bench.federation import write_kproxy_configuration
 from bench.load import Endpoint
-from bench.processes import StartError, started
+from bench.processes import started
 
 KUBECTL: Final = shutil.which("kubectl") or "/usr/bin/kubectl"
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -97,19 +97,8 @@ def kproxy(
         command.append("--reuse-port")
     headers = {"Authorization": f"Bearer {token}"}
     endpoint = Endpoint("127.0.0.1", port, headers)
-    try:
-        with _workers(command, options.workers) as pids:
-            yield Target(
-                options.name, endpoint, pids, idle_watches=options.idle_watches
-            )
-            return
-    except StartError as exc:
-        refusal = str(exc).strip().splitlines()[-1]
-    note = f"assembled from kproxy.app: kproxy.running.Proxy did not start ({refusal})"
-    with _workers([*command, "--assemble"], options.workers) as pids:
-        yield Target(
-            options.name, endpoint, pids, note=note, idle_watches=options.idle_watches
-        )
+    with _workers(command, options.workers) as pids:
+        yield Target(options.name, endpoint, pids, idle_watches=options.idle_watches)
 
 
 @contextlib.contextmanager

@@ -61,19 +61,32 @@ CLIENT_CLOSED_REQUEST = 499
 
 @dataclass(frozen=True, slots=True)
 class Components:
-    """Everything the request path reads: built once, shared by every request."""
+    """Everything the request path reads, as configured at one moment.
+
+    A request reads the components once, when it starts, and keeps them to its end;
+    a configuration reload builds new ones and swaps ``LiveComponents.current``.
+    """
 
     authenticator: TokenAuthenticator
     policies: PolicyStore
     upstream: Upstream
     metrics: Metrics
     audit: AuditLog
+    limiter: Limiter
+    max_body_bytes: int
     provenance: bool = True
 
 
-COMPONENTS = web.AppKey("components", Components)
-LIMITS = web.AppKey("limits", LimitSettings)
-LIMITER = web.AppKey("limiter", Limiter)
+class LiveComponents:
+    """The components new requests use: one reference, replaced whole on reload."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, current: Components) -> None:
+        self.current = current
+
+
+COMPONENTS = web.AppKey("components", LiveComponents)
 
 
 @dataclass(slots=True)
@@ -90,7 +103,7 @@ class _Trace:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """Serve one client request: authenticate, authorize, forward, and record it."""
-    components = request.app[COMPONENTS]
+    components = request.app[COMPONENTS].current
     started = time.time()
     trace = _Trace()
     try:
@@ -128,7 +141,7 @@ async def _serve(
         )
 
     trace.user = _impersonated(trace.decision.user, trace.identity, components)
-    with _admitted(request, trace.identity, trace.decision, trace.info):
+    with _admitted(request, components, trace.identity, trace.decision, trace.info):
         response = await _relay(request, components, trace.user, trace.info)
     trace.status = response.status
     return response
@@ -136,11 +149,15 @@ async def _serve(
 
 @contextmanager
 def _admitted(
-    request: web.Request, identity: Identity, decision: Decision, info: RequestInfo
+    request: web.Request,
+    components: Components,
+    identity: Identity,
+    decision: Decision,
+    info: RequestInfo,
 ) -> Iterator[None]:
     """Charge the request to its caller and university, or refuse it (413, 429)."""
-    _check_body_size(request)
-    limiter = request.app[LIMITER]
+    _check_body_size(request, components.max_body_bytes)
+    limiter = components.limiter
     university = decision.university or ""
     limiter.check_rate(university)
     caller = f"{identity.issuer} {identity.subject}"
@@ -149,11 +166,10 @@ def _admitted(
         yield
 
 
-def _check_body_size(request: web.Request) -> None:
+def _check_body_size(request: web.Request, limit: int) -> None:
     # Bodies are streamed, so this bounds what reaches the API server rather than
     # kproxy's memory. TODO: a chunked body carries no length and is not counted
     # here; the API server still refuses one over its own 3 MiB limit.
-    limit = request.app[LIMITS].max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLargeError(
@@ -249,7 +265,11 @@ def _record(
 
 
 def build_app(components: Components, *, limits: LimitSettings) -> web.Application:
-    """The proxy application: every method and path goes through ``handle``."""
+    """The proxy application: every method and path goes through ``handle``.
+
+    The header and idle bounds of ``limits`` are the HTTP server's own and stay as
+    they were at start; the rest are read from the components of each request.
+    """
     app = web.Application(
         handler_args={
             "max_line_size": limits.max_header_bytes,
@@ -259,9 +279,7 @@ def build_app(components: Components, *, limits: LimitSettings) -> web.Applicati
         },
         client_max_size=0,
     )
-    app[COMPONENTS] = components
-    app[LIMITS] = limits
-    app[LIMITER] = Limiter(bounds_of(limits))
+    app[COMPONENTS] = LiveComponents(components)
     app.router.add_route("*", "/{path:.*}", handle)
     return app
 

@@ -6,25 +6,39 @@ fresh (issuer keys, policy files, namespace grants, the serving certificate), se
 the proxy and the probes, and on ``stop`` drains: readiness fails first, the listener
 stops accepting, requests in flight get the grace period, and what is still open after
 it (a watch, a tunnel) is ended.
+
+The configuration file is watched too. When it changes and still validates, the
+sections that describe decisions (``authentication``, ``federation``, ``limits``
+beyond the HTTP server's own header and idle bounds, ``impersonation``, ``logging``)
+take effect for new requests: a new generation of components is built beside the
+running one and swapped in, and requests in flight finish with the one they started
+with. The sections that describe the process (``serving``, ``upstream``, ``audit``)
+need a restart; a change there is reported and otherwise left alone. A file that does
+not validate keeps the running configuration and reports every problem.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from kproxy.app import Components, build_app
+from kproxy.app import COMPONENTS, Components, LiveComponents, bounds_of, build_app
 from kproxy.auth.verifying import TokenAuthenticator
 from kproxy.certificates import ServingCertificate
-from kproxy.config import LoadedConfiguration
-from kproxy.errors import KproxyError
+from kproxy.config import LoadedConfiguration, load_configuration
+from kproxy.errors import ConfigError, KproxyError
+from kproxy.limiting import Limiter
+from kproxy.observe.access import configure_logging
 from kproxy.observe.audit import AuditLog
 from kproxy.observe.metrics import Metrics
 from kproxy.observe.probes import ReadinessCheck, ShutdownCheck, build_probe_app
@@ -37,6 +51,32 @@ logger = logging.getLogger(__name__)
 
 LISTEN_BACKLOG: Final = 1024
 GRANT_WATCH_SECONDS: Final = 300
+CONFIG_POLL_SECONDS: Final = 2.0
+RESTART_ONLY: Final = ("serving", "upstream", "audit")
+
+
+@dataclass(slots=True)
+class _Shared:
+    """What lives as long as the process: built once, kept across reloads."""
+
+    metrics: Metrics
+    upstream: Upstream
+    audit: AuditLog
+
+
+@dataclass(slots=True)
+class _Generation:
+    """The components built from one version of the configuration file."""
+
+    components: Components
+    stack: AsyncExitStack
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.stack.aclose()
 
 
 class Proxy:
@@ -48,22 +88,30 @@ class Proxy:
         self.addresses: list[str] = []
         self.probe_addresses: list[str] = []
         self.shutdown = ShutdownCheck()
-        self._components: Components | None = None
+        self.config_poll_seconds = CONFIG_POLL_SECONDS
+        self._live: LiveComponents | None = None
+        self._generation: _Generation | None = None
         self._stack = AsyncExitStack()
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def components(self) -> Components:
-        if self._components is None:
+        """The components new requests use."""
+        if self._live is None:
             raise RuntimeError("the proxy has not been started")
-        return self._components
+        return self._live.current
 
     async def start(self, *, reuse_port: bool = False) -> None:
         """Build the components and listen; raise ``ConfigError`` on a bad file."""
         try:
-            self._components = await self._build_components()
-            await self._listen(self._components, reuse_port=reuse_port)
+            shared = self._shared()
+            self._generation = await self._build(self.loaded, shared)
+            await self._listen(self._generation.components, reuse_port=reuse_port)
+            watching = self._watch_configuration(shared)
+            self._tasks.append(
+                asyncio.create_task(watching, name="kproxy-config-watch")
+            )
         except BaseException:
             await self.stop()
             raise
@@ -78,55 +126,154 @@ class Proxy:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._generation is not None:
+            await self._generation.close()
+            self._generation = None
         await self._stack.aclose()
 
-    async def _build_components(self) -> Components:
+    async def reload(self) -> bool:
+        """Apply the configuration file as it is now; return whether it was applied.
+
+        A file that does not validate, or components that cannot be built from it,
+        leave the running configuration in place; the problems are logged.
+        """
+        if self._generation is None or self._live is None:
+            raise RuntimeError("the proxy has not been started")
+        try:
+            loaded = load_configuration(self._config_path)
+        except ConfigError as exc:
+            logger.warning(
+                "configuration not reloaded, keeping the running one:\n%s", exc
+            )
+            return False
+        self._warn_restart_only(loaded)
+        shared = self._shared_of(self._generation.components)
+        try:
+            generation = await self._build(loaded, shared)
+        except ConfigError as exc:
+            logger.warning(
+                "configuration not reloaded, keeping the running one:\n%s", exc
+            )
+            return False
+        previous, self._generation = self._generation, generation
+        self._live.current = generation.components
+        if loaded.settings.logging != self.loaded.settings.logging:
+            logging_settings = loaded.settings.logging
+            configure_logging(logging_settings.level, logging_settings.format)
+        self.loaded = loaded
+        await previous.close()
+        logger.info("configuration reloaded from %s", self._config_path)
+        return True
+
+    @property
+    def _config_path(self) -> Path:
+        return Path(self.loaded.document.path)
+
+    def _shared(self) -> _Shared:
         settings = self.loaded.settings
         base_dir = self.loaded.base_dir
-        stack = self._stack
-
         metrics = Metrics(universities=settings.federation.universities)
-        policies = PolicyStore(settings.federation, base_dir=base_dir, events=metrics)
-
         upstream = Upstream.from_settings(settings.upstream, base_dir=base_dir)
-        stack.push_async_callback(upstream.close)
-
-        authenticator = TokenAuthenticator(
-            settings.authentication, base_dir=base_dir, events=metrics
-        )
-        stack.push_async_callback(authenticator.close)
-        await authenticator.start()
-        metrics.set_key_age_source(authenticator.key_ages)
-
+        self._stack.push_async_callback(upstream.close)
         audit = AuditLog(settings.audit, base_dir=base_dir, events=metrics)
-        stack.callback(audit.close)
+        self._stack.callback(audit.close)
+        return _Shared(metrics=metrics, upstream=upstream, audit=audit)
 
-        self._spawn(policies.run(), name="kproxy-policy-reload")
+    @staticmethod
+    def _shared_of(components: Components) -> _Shared:
+        return _Shared(
+            metrics=components.metrics,
+            upstream=components.upstream,
+            audit=components.audit,
+        )
+
+    async def _build(self, loaded: LoadedConfiguration, shared: _Shared) -> _Generation:
+        """Build the components one configuration describes; raise ``ConfigError``."""
+        settings = loaded.settings
+        base_dir = loaded.base_dir
+        metrics = shared.metrics
+        stack = AsyncExitStack()
+        generation: _Generation | None = None
+        try:
+            policies = PolicyStore(
+                settings.federation, base_dir=base_dir, events=metrics
+            )
+            authenticator = TokenAuthenticator(
+                settings.authentication, base_dir=base_dir, events=metrics
+            )
+            stack.push_async_callback(authenticator.close)
+            await authenticator.start()
+            components = Components(
+                authenticator=authenticator,
+                policies=policies,
+                upstream=shared.upstream,
+                metrics=metrics,
+                audit=shared.audit,
+                limiter=Limiter(bounds_of(settings.limits)),
+                max_body_bytes=settings.limits.max_body_bytes,
+                provenance=settings.impersonation.provenance,
+            )
+            generation = _Generation(components=components, stack=stack)
+        finally:
+            if generation is None:
+                await stack.aclose()
+        metrics.set_universities(settings.federation.universities)
+        metrics.set_key_age_source(authenticator.key_ages)
+        generation.tasks.append(
+            asyncio.create_task(policies.run(), name="kproxy-policy-reload")
+        )
         if settings.federation.namespace_grants.enabled:
             watcher = GrantWatcher(
-                _UpstreamReader(upstream),
+                _UpstreamReader(shared.upstream),
                 policies.set_grants,
                 guardrails=policies.current.guardrails,
                 events=metrics,
             )
-            self._spawn(watcher.run(), name="kproxy-grant-watch")
+            generation.tasks.append(
+                asyncio.create_task(watcher.run(), name="kproxy-grant-watch")
+            )
+        return generation
 
-        return Components(
-            authenticator=authenticator,
-            policies=policies,
-            upstream=upstream,
-            metrics=metrics,
-            audit=audit,
-            provenance=settings.impersonation.provenance,
-        )
+    def _warn_restart_only(self, loaded: LoadedConfiguration) -> None:
+        for section in RESTART_ONLY:
+            if getattr(loaded.settings, section) != getattr(
+                self.loaded.settings, section
+            ):
+                logger.warning(
+                    "configuration section %r changed; it takes effect at the next "
+                    "start",
+                    section,
+                )
+        if (
+            loaded.settings.limits.max_header_bytes
+            != self.loaded.settings.limits.max_header_bytes
+            or loaded.settings.limits.client_idle_timeout_seconds
+            != self.loaded.settings.limits.client_idle_timeout_seconds
+        ):
+            logger.warning(
+                "limits.maxHeaderBytes and limits.clientIdleTimeoutSeconds take "
+                "effect at the next start"
+            )
 
-    def _spawn(self, work: Any, *, name: str) -> None:
-        self._tasks.append(asyncio.create_task(work, name=name))
+    async def _watch_configuration(self, shared: _Shared) -> None:
+        """Reload when the file changes, including a ConfigMap's ``..data`` swap."""
+        seen = _fingerprint(self._config_path)
+        while True:
+            await asyncio.sleep(self.config_poll_seconds)
+            current = _fingerprint(self._config_path)
+            if current == seen:
+                continue
+            seen = current
+            try:
+                await self.reload()
+            except Exception:
+                logger.exception("configuration reload failed unexpectedly")
 
     async def _listen(self, components: Components, *, reuse_port: bool) -> None:
         serving = self.loaded.settings.serving
         ssl_context = await self._serving_tls(components.metrics)
         app = build_app(components, limits=self.loaded.settings.limits)
+        self._live = app[COMPONENTS]
         # Watches and tunnels end when the runner shuts the app down, after the
         # listener stopped accepting; short requests keep the grace period.
         install_drain(app)
@@ -200,7 +347,7 @@ class Proxy:
 
     def _readiness_checks(self, components: Components) -> Mapping[str, ReadinessCheck]:
         async def issuers() -> str | None:
-            if components.authenticator.ready():
+            if self.components.authenticator.ready():
                 return None
             return "an issuer has no keys yet"
 
@@ -235,6 +382,17 @@ class _UpstreamReader:
             }
         )
         return self._upstream.watch_events(f"{path}?{query}")
+
+
+def _fingerprint(path: Path) -> tuple[str, int, int, int] | None:
+    # The resolved target changes when Kubernetes swaps a ConfigMap's ..data link,
+    # even if the new file has the same size and modification time.
+    try:
+        resolved = os.path.realpath(path)
+        status = os.stat(resolved)
+    except OSError:
+        return None
+    return resolved, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def _bound_addresses(runner: web.AppRunner, *, secure: bool) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import ssl
 from collections.abc import Mapping
@@ -25,8 +26,9 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from kproxy.app import build_app
+from kproxy.app import bounds_of, build_app
 from kproxy.config import LimitSettings, load_configuration
+from kproxy.limiting import Limiter
 from kproxy.running import Proxy
 from kproxy.standins.apiserver import ApiServer, Binding, PolicyRule, RecordedRequest
 from kproxy.standins.apiserver.certificates import CertificateAuthority
@@ -143,7 +145,12 @@ class Federation:
         # section, so each test chooses its bounds without a new federation.
         assert self.proxy is not None
         limits = LimitSettings.model_validate(self.limits)
-        app = build_app(self.proxy.components, limits=limits)
+        components = dataclasses.replace(
+            self.proxy.components,
+            limiter=Limiter(bounds_of(limits)),
+            max_body_bytes=limits.max_body_bytes,
+        )
+        app = build_app(components, limits=limits)
         self._limited = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
         )

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kproxy.app import LIMITER
+from kproxy.app import COMPONENTS
 from kproxy.errors import TooManyRequestsError
 from kproxy.limiting import Bounds, Limiter
 from tests.security.conftest import MODULE_LOOP, StartFederation
@@ -211,7 +211,7 @@ async def test_limit_errors_do_not_leak_slots(
 
     assert answered == [(200, 429)] * 5
     assert federation._limited is not None
-    limiter = federation._limited.app[LIMITER]
+    limiter = federation._limited.app[COMPONENTS].current.limiter
     # The server sees the client leave a moment after it left: poll, boundedly.
     for _ in range(200):
         if set(limiter.held().values()) == {0}:
