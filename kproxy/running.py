@@ -91,6 +91,10 @@ class Proxy:
         self.config_poll_seconds = CONFIG_POLL_SECONDS
         self._live: LiveComponents | None = None
         self._generation: _Generation | None = None
+        # Every generation built and not yet closed, the running one included: a
+        # reload cut short by stop() leaves nothing open behind it.
+        self._unclosed: list[_Generation] = []
+        self._reloading = asyncio.Lock()
         self._stack = AsyncExitStack()
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -119,17 +123,20 @@ class Proxy:
     async def stop(self) -> None:
         """Fail readiness, stop accepting, drain, then release everything."""
         self.shutdown.begin()
-        for runner in self._runners:
-            await runner.cleanup()
-        self._runners.clear()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        if self._generation is not None:
-            await self._generation.close()
+        # A reload under way finishes first, so that no generation is left half
+        # closed by cancelling it.
+        async with self._reloading:
+            for runner in self._runners:
+                await runner.cleanup()
+            self._runners.clear()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+            while self._unclosed:
+                await self._unclosed.pop().close()
             self._generation = None
-        await self._stack.aclose()
+            await self._stack.aclose()
 
     async def reload(self) -> bool:
         """Apply the configuration file as it is now; return whether it was applied.
@@ -139,29 +146,27 @@ class Proxy:
         """
         if self._generation is None or self._live is None:
             raise RuntimeError("the proxy has not been started")
+        async with self._reloading:
+            return await self._reload(self._generation, self._live)
+
+    async def _reload(self, running: _Generation, live: LiveComponents) -> bool:
         try:
             loaded = load_configuration(self._config_path)
+            self._warn_restart_only(loaded)
+            generation = await self._build(loaded, self._shared_of(running.components))
         except ConfigError as exc:
             logger.warning(
                 "configuration not reloaded, keeping the running one:\n%s", exc
             )
             return False
-        self._warn_restart_only(loaded)
-        shared = self._shared_of(self._generation.components)
-        try:
-            generation = await self._build(loaded, shared)
-        except ConfigError as exc:
-            logger.warning(
-                "configuration not reloaded, keeping the running one:\n%s", exc
-            )
-            return False
-        previous, self._generation = self._generation, generation
-        self._live.current = generation.components
+        self._generation = generation
+        live.current = generation.components
         if loaded.settings.logging != self.loaded.settings.logging:
             logging_settings = loaded.settings.logging
             configure_logging(logging_settings.level, logging_settings.format)
         self.loaded = loaded
-        await previous.close()
+        await running.close()
+        self._unclosed.remove(running)
         logger.info("configuration reloaded from %s", self._config_path)
         return True
 
@@ -214,6 +219,7 @@ class Proxy:
                 provenance=settings.impersonation.provenance,
             )
             generation = _Generation(components=components, stack=stack)
+            self._unclosed.append(generation)
         finally:
             if generation is None:
                 await stack.aclose()
