@@ -17,6 +17,7 @@ from kproxy.observe.audit import (
     AuditLog,
     AuditSettings,
     RotatingFile,
+    rfc3339_micro,
 )
 from kproxy.observe.records import RequestRecord
 from kproxy.policy.attributes import RequestInfo
@@ -288,3 +289,18 @@ def test_an_unknown_level_names_its_line() -> None:
 
     (problem,) = caught.value.problems
     assert (problem.line, problem.field) == (2, "level")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "written"),
+    [
+        pytest.param(0.0, "1970-01-01T00:00:00.000000Z", id="epoch"),
+        pytest.param(1700000000.0, "2023-11-14T22:13:20.000000Z", id="whole-second"),
+        pytest.param(1700000000.25, "2023-11-14T22:13:20.250000Z", id="fraction"),
+        pytest.param(1.9999999, "1970-01-01T00:00:02.000000Z", id="rounded-up"),
+    ],
+)
+def test_timestamps_are_written_as_the_api_servers_micro_time(
+    seconds: float, written: str
+) -> None:
+    assert rfc3339_micro(seconds) == written
