@@ -63,8 +63,9 @@ def test_throughput_counts_bytes_of_the_list(upstream: Endpoint) -> None:
     measured = load.throughput(upstream, LIST_PATH, connections=2, seconds=1)
     assert measured.errors == 0
     assert measured.requests_per_second > 0
-    # Every answer is the 64 KiB list plus headers.
-    assert measured.bytes_per_second >= measured.requests_per_second * 65536
+    # Every answer is the 64 KiB list plus headers. wrk prints both rates rounded
+    # (transfer to two decimals of a unit), so allow a few percent under.
+    assert measured.bytes_per_second >= 0.97 * measured.requests_per_second * 65536
 
 
 async def test_idle_watches_reach_the_upstream_and_are_closed(
