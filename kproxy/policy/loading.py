@@ -168,13 +168,15 @@ def _check_guardrails(
 
 
 def _unchecked_university(policy: UniversityPolicy) -> University:
-    # Without guardrails any issuer URL is accepted and placeholder prefixes are used,
-    # so a file can be checked on its own.
-    issuers = {
-        f"issuer{index}": entry.issuer
-        for index, entry in enumerate(policy.identities)
-        if entry.issuer.startswith("https://")
-    }
+    # Without guardrails any issuer is accepted, a short name standing for whatever
+    # URL the operator gives it, and placeholder prefixes are used, so that a
+    # university's admin can check a draft on its own.
+    issuers: dict[str, str] = {}
+    for index, entry in enumerate(policy.identities):
+        if entry.issuer.startswith("https://"):
+            issuers[f"issuer{index}"] = entry.issuer
+        else:
+            issuers[entry.issuer] = f"https://{entry.issuer}.invalid"
     prefix = f"{policy.metadata.name}:"
     return University(
         issuers=issuers or {"none": "https://invalid"},

@@ -53,6 +53,15 @@ def test_check_reports_each_problem_with_file_line_and_field(
     assert len(out.splitlines()) == 2
 
 
+def test_check_without_config_accepts_issuer_short_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(capsys, "policy", "check", str(EXAMPLES))
+    assert code == 0, out
+    assert "3 policy files" in out
+    assert "guardrails were not checked" in err
+
+
 def test_check_without_config_checks_the_schema_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
