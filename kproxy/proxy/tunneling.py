@@ -61,14 +61,18 @@ from kproxy.proxy.headers import (
     response_headers,
     upstream_headers,
 )
-from kproxy.proxy.upstream import READ_BUFFER_BYTES, Upstream, upstream_failure
+from kproxy.proxy.upstream import (
+    MAX_RESPONSE_HEADER_BYTES,
+    READ_BUFFER_BYTES,
+    Upstream,
+    upstream_failure,
+)
 
 logger = logging.getLogger(__name__)
 
 # The protocols kubectl speaks through an upgrade, spelled as the API server expects.
 PROTOCOLS: Final = {"websocket": "websocket", "spdy/3.1": "SPDY/3.1"}
 
-MAX_HEAD_BYTES: Final = 64 * 1024
 # Client bytes held while the API server is slower than the client.
 CLIENT_HIGH_WATER: Final = 256 * 1024
 
@@ -158,12 +162,18 @@ async def _read_head(
         async with asyncio.timeout(timeout):
             raw = await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError as exc:
-        raise UpstreamError(
-            f"the API server {host!r} sent an oversized response head"
-        ) from exc
+        raise _oversized(host) from exc
     except (asyncio.IncompleteReadError, OSError, TimeoutError) as exc:
         raise upstream_failure(exc, host) from exc
+    # The same bound as answers through the pool: the reader's own limit is the
+    # larger buffer meant for tunnelled bytes.
+    if len(raw) > MAX_RESPONSE_HEADER_BYTES:
+        raise _oversized(host)
     return _parse_head(raw, host)
+
+
+def _oversized(host: str) -> UpstreamError:
+    return UpstreamError(f"the API server {host!r} sent an oversized response head")
 
 
 def _parse_head(raw: bytes, host: str) -> tuple[int, str, CIMultiDict[str]]:

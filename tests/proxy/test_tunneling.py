@@ -350,3 +350,34 @@ async def test_a_large_tunnel_transfer_arrives_whole(
     assert await reader.readexactly(4) == b"done"
     assert await counted == size
     writer.close()
+
+
+async def test_an_oversized_upgrade_answer_head_is_a_502_status(
+    raw_upstream: Callable[[Reply], Awaitable[RawUpstream]],
+    open_upstream: Callable[..., Upstream],
+    serve_proxy: ServeProxy,
+    pki: Pki,
+) -> None:
+    # Above the 64 KiB bound on answer heads, below the tunnel's 256 KiB buffer.
+    padding = b"X-Padding: " + b"p" * (100 * 1024) + b"\r\n"
+
+    async def bloated(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\n"
+            b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n" + padding + b"\r\n"
+        )
+        await writer.drain()
+
+    upstream = await raw_upstream(bloated)
+    proxy = await serve_proxy(open_upstream(upstream.url))
+    reader, writer = await open_client(proxy, pki)
+
+    writer.write(upgrade_request("SPDY/3.1"))
+    status, headers = await read_head(reader)
+    body = await reader.readexactly(int(headers["Content-Length"]))
+
+    assert status.split(" ")[1] == "502"
+    assert b"oversized response head" in body
+    writer.close()
