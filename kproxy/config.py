@@ -24,9 +24,6 @@ from kproxy.observe.audit import AuditSettings
 from kproxy.policy.settings import FederationSettings
 from kproxy.proxy.upstream import UpstreamSettings
 
-API_VERSION = "kproxy.io/v1alpha1"
-KIND = "ProxyConfiguration"
-
 
 class TLSSettings(Model):
     cert_file: str

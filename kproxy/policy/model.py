@@ -23,9 +23,6 @@ from pydantic import Field, field_validator, model_validator
 
 from kproxy.configfile import Model
 
-API_VERSION: Final = "kproxy.io/v1alpha1"
-POLICY_KIND: Final = "UniversityPolicy"
-
 ResourceVerb = Literal[
     "get",
     "list",
