@@ -107,8 +107,6 @@ def measure_target(
     target: Target, upstream: Endpoint, scale: Scale, *, profile_dir: Path | None
 ) -> dict[str, Any]:
     figures = Figures()
-    if target.note:
-        figures.extra["note"] = target.note
     endpoint = target.endpoint
     for _ in range(scale.runs):
         _latency(figures, endpoint, "one", 1, scale.requests_one, scale)

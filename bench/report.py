@@ -262,12 +262,7 @@ def _profile_lines(results: dict[str, Any]) -> list[str]:
 
 
 def _errors(results: dict[str, Any]) -> list[str]:
-    notes = [
-        f"- **{name}**: {figures['note']}"
-        for name, figures in results["targets"].items()
-        if figures.get("note")
-    ]
-    return notes + [
+    return [
         f"- **{name}** could not be measured: `{figures['error']}`"
         for name, figures in results["targets"].items()
         if "error" in figures

@@ -29,7 +29,6 @@ class Target:
     name: str
     endpoint: Endpoint
     pids: tuple[int, ...]
-    note: str = ""
     idle_watches: bool = True
 
 
