@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kproxy.configfile import parse_document, validate
 from kproxy.errors import ConfigError
@@ -304,3 +308,12 @@ def test_timestamps_are_written_as_the_api_servers_micro_time(
     seconds: float, written: str
 ) -> None:
     assert rfc3339_micro(seconds) == written
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_a_timestamp_names_its_moment_to_the_microsecond(seconds: float) -> None:
+    written = rfc3339_micro(seconds)
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", written)
+    moment = datetime.fromisoformat(written)
+    assert abs(moment.timestamp() - seconds) <= 1e-6
