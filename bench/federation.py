@@ -190,6 +190,7 @@ def write_kproxy_configuration(
     rules: int,
     port: int,
     workers: int = 1,
+    audit: bool = True,
 ) -> Path:
     """kproxy's ``ProxyConfiguration``: plain HTTP on loopback, TLS to the upstream."""
     write_policies(directory / "policies", universities=universities, rules=rules)
@@ -208,7 +209,11 @@ def write_kproxy_configuration(
         "upstream": {"kubeconfig": str(kubeconfig), "poolSize": UPSTREAM_POOL},
         "authentication": authentication_section(issuer.jwks()),
         "federation": federation_section(universities, "policies"),
-        "audit": {"path": str(directory / "audit.log"), "level": "Metadata"},
+        "audit": {
+            "enabled": audit,
+            "path": str(directory / "audit.log"),
+            "level": "Metadata",
+        },
         # Rate and concurrency limits off: the benchmark measures the request path's
         # capacity, and one identity holds every connection of the load generator.
         "limits": dict.fromkeys(UNLIMITED, 0),

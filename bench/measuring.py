@@ -27,7 +27,16 @@ from bench.load import Endpoint, percentile
 from bench.machine import describe_machine
 from bench.processes import raise_file_limit, rss_bytes, started
 from bench.profiling import py_spy
-from bench.targets import ROOT, KproxyOptions, Target, direct, kproxy, kubectl_proxy
+from bench.targets import (
+    RELAY,
+    ROOT,
+    KproxyOptions,
+    Target,
+    aiohttp_relay,
+    direct,
+    kproxy,
+    kubectl_proxy,
+)
 from bench.upstream import LIST_PATH, POD_PATH
 
 T = TypeVar("T")
@@ -54,8 +63,10 @@ class Scale:
     kproxy_variants: tuple[KproxyOptions, ...] = (
         KproxyOptions(workers=1, loop="uvloop"),
         KproxyOptions(workers=1, loop="asyncio", idle_watches=False),
+        KproxyOptions(workers=1, audit=False, idle_watches=False),
         KproxyOptions(workers=2, loop="uvloop", idle_watches=False),
     )
+    relay: bool = True
 
 
 FULL: Final = Scale()
@@ -73,6 +84,7 @@ QUICK: Final = Scale(
     rounds=2,
     profile_seconds=0,
     kproxy_variants=(KproxyOptions(),),
+    relay=False,
 )
 
 
@@ -267,6 +279,15 @@ def run(scale: Scale, *, command: str, profile: bool = True) -> dict[str, Any]:
                             universities=scale.universities,
                             rules=scale.rules,
                             options=options,
+                        ),
+                    )
+                )
+            if scale.relay:
+                factories.append(
+                    (
+                        RELAY,
+                        lambda: aiohttp_relay(
+                            work / "relay", kubeconfig=kubeconfig, issuer=issuer
                         ),
                     )
                 )

@@ -362,7 +362,10 @@ def render(results: dict[str, Any], images: list[Path]) -> str:
         "upstream's TLS port with the same kubeconfig; clients reach the proxies over "
         "loopback HTTP. kproxy verifies a service-account token (RS256, static key set), "
         f"decides under {scale['universities']} universities of {scale['rules']} rules "
-        "and impersonates.",
+        "and impersonates. `aiohttp relay` (`bench/relay.py`) is kproxy's HTTP stack "
+        "alone: the same aiohttp server, uvloop, upstream pool and header filters, with "
+        "no token check, policy, impersonation, audit or metrics; what a proxy built "
+        "on these libraries costs before it does anything of its own.",
         "",
         *_figure_table(results),
         "",

@@ -1,8 +1,9 @@
-"""What is measured: the upstream directly, ``kubectl proxy``, and kproxy.
+"""What is measured: the upstream directly, ``kubectl proxy``, kproxy, and the floor.
 
 Each target is a context manager that starts its process, yields where to send
 requests and which process to weigh, and always ends what it started. Both proxies
 reach the upstream over TLS with the same kubeconfig, as they would an API server.
+The aiohttp relay (``bench.relay``) is kproxy's HTTP stack without kproxy's steps.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bench.processes import started
 
 KUBECTL: Final = shutil.which("kubectl") or "/usr/bin/kubectl"
 ROOT: Final = Path(__file__).resolve().parent.parent
+RELAY: Final = "aiohttp relay"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +40,14 @@ class KproxyOptions:
 
     workers: int = 1
     loop: str = "uvloop"
+    audit: bool = True
     idle_watches: bool = True
 
     @property
     def name(self) -> str:
         suffix = "" if self.loop == "uvloop" else f", {self.loop}"
+        if not self.audit:
+            suffix += ", no audit"
         return (
             f"kproxy ({self.workers} worker{'s' if self.workers > 1 else ''}{suffix})"
         )
@@ -83,6 +88,7 @@ def kproxy(
         rules=rules,
         port=port,
         workers=options.workers,
+        audit=options.audit,
     )
     command = [
         sys.executable,
@@ -98,6 +104,27 @@ def kproxy(
     endpoint = Endpoint("127.0.0.1", port, headers)
     with _workers(command, options.workers) as pids:
         yield Target(options.name, endpoint, pids, idle_watches=options.idle_watches)
+
+
+@contextlib.contextmanager
+def aiohttp_relay(
+    directory: Path, *, kubeconfig: Path, issuer: object
+) -> Iterator[Target]:
+    """``bench.relay``: kproxy's HTTP stack and upstream pool without its steps."""
+    port = free_port()
+    config = write_kproxy_configuration(
+        directory,
+        kubeconfig=kubeconfig,
+        issuer=issuer,  # type: ignore[arg-type]
+        universities=1,
+        rules=1,
+        port=port,
+    )
+    command = [sys.executable, "-m", "bench.relay", str(config)]
+    with started(command, ready="listening", cwd=ROOT) as (process, _):
+        yield Target(
+            RELAY, Endpoint("127.0.0.1", port, {}), (process.pid,), idle_watches=False
+        )
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -16,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from bench import load, measuring, report, watching
+from bench.federation import new_issuer
 from bench.load import Endpoint
 from bench.processes import started
 from bench.profiling import summarise_collapsed
-from bench.targets import ROOT, Target
+from bench.targets import ROOT, Target, aiohttp_relay
 from bench.upstream import LIST_PATH, POD_PATH, pod_list
 
 TINY = measuring.Scale(
@@ -145,6 +147,29 @@ def test_a_measured_target_renders_with_every_verdict(
     # matplotlib is installed by the benchmark only, so plots are left out here.
     page = report.write(results, docs=tmp_path, with_plots=False)
     assert "| GET requests/s, 32 connections |" in page.read_text()
+
+
+def test_the_relay_answers_as_the_upstream_does(tmp_path: Path) -> None:
+    with (
+        measuring.upstream_server(tmp_path) as (plain, _, kubeconfig),
+        aiohttp_relay(
+            tmp_path / "relay", kubeconfig=kubeconfig, issuer=new_issuer()
+        ) as relay,
+    ):
+        direct = _get(plain, POD_PATH)
+        relayed = _get(relay.endpoint, POD_PATH)
+
+    assert relay.name == "aiohttp relay"
+    assert relayed == direct
+    assert b'"kind":"Pod"' in relayed
+
+
+def _get(endpoint: Endpoint, path: str) -> bytes:
+    url = f"http://{endpoint.host}:{endpoint.port}{path}"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        assert answer.status == 200
+        body: bytes = answer.read()
+    return body
 
 
 def test_wrk_summary_is_read() -> None:
