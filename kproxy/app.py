@@ -190,8 +190,8 @@ def _admitted(
 
 def _check_body_size(request: web.Request, limit: int) -> None:
     # Bodies are streamed, so this bounds what reaches the API server rather than
-    # kproxy's memory. TODO: a chunked body carries no length and is not counted
-    # here; the API server still refuses one over its own 3 MiB limit.
+    # kproxy's memory. A declared length is refused before anything is sent; a body
+    # without one (chunked) is counted as it streams, by ``forward``.
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLargeError(
@@ -210,11 +210,12 @@ async def _relay(
             return await tunnel(request, components.upstream, user)
         finally:
             metrics.tunnel_closed()
+    limit = components.max_body_bytes
     if info.verb != "watch":
-        return await forward(request, components.upstream, user)
+        return await forward(request, components.upstream, user, max_body_bytes=limit)
     metrics.watch_opened()
     try:
-        return await forward(request, components.upstream, user)
+        return await forward(request, components.upstream, user, max_body_bytes=limit)
     finally:
         metrics.watch_closed()
 

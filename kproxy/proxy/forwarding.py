@@ -6,6 +6,15 @@ would let the two disagree. Bodies stream in both directions without being held 
 memory, and every chunk of the answer is written to the client as soon as it arrives,
 so watches and followed logs stay live; there is no total timeout.
 
+The body is counted as it streams, against the operator's ``limits.maxBodyBytes``. A
+declared ``Content-Length`` over the limit never gets here (``kproxy.app`` refuses it
+first); a body without one (``Transfer-Encoding: chunked``) is refused at the chunk
+that would take it over, and that chunk is not sent. aiohttp's client reports a body
+that stopped as a broken connection and marks it to be closed, so the API server reads
+a request cut short, never a complete one, and the connection is not reused. The client
+gets the 413 ``Status`` kube-apiserver gives for its own limit, unless the API server
+had answered already (a refusal sent before reading the body): that answer is relayed.
+
 Content is relayed as it is: kproxy neither decompresses nor re-encodes, and it never
 follows a redirect (a ``Location`` is the client's business, and following it would
 send kproxy's credential somewhere else).
@@ -32,12 +41,14 @@ import asyncio
 import contextlib
 import logging
 from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncIterator
 from typing import Final
 
 import aiohttp
 from aiohttp import web
 
 from kproxy.auth.identity import UserInfo
+from kproxy.errors import RequestTooLargeError, UpstreamError
 from kproxy.proxy.draining import drain_of
 from kproxy.proxy.headers import response_headers, upstream_headers
 from kproxy.proxy.upstream import Upstream
@@ -49,12 +60,14 @@ _CLIENT_GONE: Final = (ConnectionError, aiohttp.ClientConnectionResetError)
 
 
 async def forward(
-    request: web.Request, upstream: Upstream, user: UserInfo
+    request: web.Request, upstream: Upstream, user: UserInfo, *, max_body_bytes: int
 ) -> web.StreamResponse:
     """Send ``request`` to the API server as ``user`` and stream its answer back.
 
-    Raises ``UpstreamError`` (502, 503, 504) when no answer could be had, and the
-    errors of ``upstream_headers`` when the user or a header cannot be sent.
+    Raises ``RequestTooLargeError`` (413) when the body passes ``max_body_bytes``
+    before the answer starts, ``UpstreamError`` (502, 503, 504) when no answer could
+    be had, and the errors of ``upstream_headers`` when the user or a header cannot
+    be sent.
     """
     headers = upstream_headers(
         request.headers,
@@ -62,14 +75,59 @@ async def forward(
         authorization=upstream.authorization(),
         peer=request.remote,
     )
-    body = request.content if request.body_exists else None
-    answer = await upstream.send(
-        request.method, _raw_path_qs(request), headers=headers, data=body
+    body = (
+        _BoundedBody(request.content, max_body_bytes) if request.body_exists else None
     )
+    try:
+        answer = await upstream.send(
+            request.method,
+            _raw_path_qs(request),
+            headers=headers,
+            data=None if body is None else body.chunks(),
+        )
+    except UpstreamError:
+        # aiohttp reports the body kproxy stopped as a broken connection; the fault
+        # is the client's, not the API server's.
+        if body is not None and body.overflowed:
+            raise body.refusal() from None
+        raise
     try:
         return await _relay(request, answer)
     finally:
         answer.release()
+
+
+class _BoundedBody:
+    """A client's request body on its way upstream, stopped once it passes a limit.
+
+    Only a count is kept, never the bytes, so the body stays streamed.
+    """
+
+    __slots__ = ("_content", "_limit", "overflowed")
+
+    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
+        self._content = content
+        self._limit = limit
+        self.overflowed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield the body as it arrives; raise ``RequestTooLargeError`` past the limit.
+
+        The chunk that passes the limit is not yielded: at most ``limit`` bytes go on.
+        """
+        counted = 0
+        async for chunk in self._content.iter_any():
+            counted += len(chunk)
+            if counted > self._limit:
+                self.overflowed = True
+                raise self.refusal()
+            yield chunk
+
+    def refusal(self) -> RequestTooLargeError:
+        # kube-apiserver answers a body over its own limit with this code and reason.
+        return RequestTooLargeError(
+            f"the request body is larger than the limit of {self._limit} bytes"
+        )
 
 
 def _raw_path_qs(request: web.BaseRequest) -> str:

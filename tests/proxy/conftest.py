@@ -25,12 +25,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kproxy.auth.identity import UserInfo
+from kproxy.config import LimitSettings
 from kproxy.errors import KproxyError
 from kproxy.proxy.errors import status_response
 from kproxy.proxy.forwarding import forward
 from kproxy.proxy.tunneling import is_upgrade, tunnel
 from kproxy.proxy.upstream import Upstream, UpstreamSettings
 
+DEFAULT_MAX_BODY_BYTES = LimitSettings().max_body_bytes
 PROXY_USER = UserInfo(username="alice@uni.example", groups=("uni:staff",))
 
 
@@ -286,12 +288,19 @@ async def serve_proxy(pki: Pki) -> AsyncIterator[ServeProxy]:
     """Serve the forwarding core over TLS, impersonating ``PROXY_USER``."""
     runners: list[web.AppRunner] = []
 
-    async def start(upstream: Upstream, *, user: UserInfo = PROXY_USER) -> Proxy:
+    async def start(
+        upstream: Upstream,
+        *,
+        user: UserInfo = PROXY_USER,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> Proxy:
         async def handle(request: web.Request) -> web.StreamResponse:
             try:
                 if is_upgrade(request):
                     return await tunnel(request, upstream, user)
-                return await forward(request, upstream, user)
+                return await forward(
+                    request, upstream, user, max_body_bytes=max_body_bytes
+                )
             except KproxyError as exc:
                 return status_response(exc)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -495,7 +497,7 @@ async def test_a_large_request_body_streams_with_flat_memory(
         app.router.add_put("/upload", count)
 
     served = await serve_upstream(routes)
-    proxy = await serve_proxy(open_upstream(served.url))
+    proxy = await serve_proxy(open_upstream(served.url), max_body_bytes=LARGE_BYTES)
     before = rss_bytes()
 
     async def body() -> AsyncIterator[bytes]:
@@ -507,3 +509,114 @@ async def test_a_large_request_body_streams_with_flat_memory(
 
     assert counted == LARGE_BYTES // 2
     assert peak[0] - before < 96 * 1024 * 1024
+
+
+BODY_LIMIT = 64 * 1024
+
+
+def chunked(body: bytes, *, piece: int = 4000) -> AsyncIterator[bytes]:
+    """``body`` as an aiohttp client sends an async iterable: chunked, no length."""
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), piece):
+            yield body[start : start + piece]
+
+    return pieces()
+
+
+@dataclass
+class Upload:
+    """How much of a body an upstream read, and whether it read all of it."""
+
+    expected: int
+    received: int = 0
+    complete: bool = False
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def upload_routes(upload: Upload) -> Callable[[web.Application, Seen], None]:
+    def routes(app: web.Application, seen: Seen) -> None:
+        async def receive(request: web.Request) -> web.Response:
+            seen.peers.append(_peer(request))
+            try:
+                async for chunk in request.content.iter_any():
+                    upload.received += len(chunk)
+                    if upload.received >= upload.expected:
+                        upload.reached.set()
+                upload.complete = True
+            finally:
+                upload.ended.set()
+            return web.Response(status=201)
+
+        async def peer(request: web.Request) -> web.Response:
+            seen.peers.append(_peer(request))
+            return web.Response(text="ok")
+
+        app.router.add_post("/upload", receive)
+        app.router.add_get("/api", peer)
+
+    return routes
+
+
+def _peer(request: web.Request) -> object:
+    return request.transport.get_extra_info("peername") if request.transport else None
+
+
+@pytest.mark.parametrize("size", [1, BODY_LIMIT - 1, BODY_LIMIT])
+async def test_a_chunked_body_within_the_limit_passes_byte_for_byte(
+    size: int,
+    serve_upstream: ServeUpstream,
+    open_upstream: Callable[..., Upstream],
+    serve_proxy: ServeProxy,
+    client: aiohttp.ClientSession,
+) -> None:
+    served = await serve_upstream(echo_routes)
+    proxy = await serve_proxy(open_upstream(served.url), max_body_bytes=BODY_LIMIT)
+    body = os.urandom(size)
+
+    async with client.post(proxy.url + "/upload", data=chunked(body)) as response:
+        await response.read()
+
+    assert response.status == 200
+    assert served.seen.bodies == [body]
+    assert served.seen.last.headers["Transfer-Encoding"] == "chunked"
+    assert "Content-Length" not in served.seen.last.headers
+
+
+async def test_a_chunked_body_over_the_limit_is_413_and_cut_off_upstream(
+    serve_upstream: ServeUpstream,
+    open_upstream: Callable[..., Upstream],
+    serve_proxy: ServeProxy,
+    client: aiohttp.ClientSession,
+) -> None:
+    upload = Upload(expected=BODY_LIMIT)
+    served = await serve_upstream(upload_routes(upload))
+    proxy = await serve_proxy(open_upstream(served.url), max_body_bytes=BODY_LIMIT)
+
+    async def over_the_limit() -> AsyncIterator[bytes]:
+        async for piece in chunked(os.urandom(BODY_LIMIT)):
+            yield piece
+        # The limit's worth is with the API server; one byte more passes it.
+        await upload.reached.wait()
+        yield b"x"
+
+    async with client.get(proxy.url + "/api") as pooled:
+        await pooled.read()
+    async with client.post(proxy.url + "/upload", data=over_the_limit()) as response:
+        status = await response.json()
+    await upload.ended.wait()
+    async with client.get(proxy.url + "/api") as after:
+        await after.read()
+
+    assert response.status == 413
+    assert status["reason"] == "RequestEntityTooLarge"
+    assert status["code"] == 413
+    assert status["message"] == (
+        f"the request body is larger than the limit of {BODY_LIMIT} bytes"
+    )
+    assert (upload.received, upload.complete) == (BODY_LIMIT, False)
+    assert after.status == 200
+    # The connection that carried the cut-off body was closed, not pooled again.
+    _, cut_off, fresh = served.seen.peers
+    assert fresh != cut_off

@@ -16,10 +16,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from kproxy.app import COMPONENTS
+from kproxy.config import LimitSettings
 from kproxy.errors import TooManyRequestsError
 from kproxy.limiting import Bounds, Limiter
 from tests.security.conftest import MODULE_LOOP, StartFederation
-from tests.security.federation import Federation, raw_exchange, request_bytes
+from tests.security.federation import (
+    Federation,
+    RawResponse,
+    raw_exchange,
+    request_bytes,
+)
 
 pytestmark = MODULE_LOOP
 
@@ -75,6 +81,70 @@ async def test_body_over_the_limit_is_refused_before_it_is_forwarded(
         status = await response.json()
     assert status["reason"] == "RequestEntityTooLarge"
     assert federation.forwarded() == []
+
+
+def chunked(body: bytes, *, piece: int = 64 * 1024) -> bytes:
+    """``body`` framed as ``Transfer-Encoding: chunked``, ending with the last chunk."""
+    framed = bytearray()
+    for start in range(0, len(body), piece):
+        part = body[start : start + piece]
+        framed += b"%x\r\n%s\r\n" % (len(part), part)
+    return bytes(framed + b"0\r\n\r\n")
+
+
+def configmap(name: str, size: int) -> bytes:
+    """A ConfigMap whose JSON is ``size`` bytes long."""
+    shell = {"metadata": {"name": name}, "data": {"big": ""}}
+    padding = size - len(json.dumps(shell).encode())
+    shell["data"] = {"big": "x" * padding}
+    return json.dumps(shell).encode()
+
+
+def created(federation: Federation, name: str) -> list[tuple[object, ...]]:
+    return [key for key in federation.apiserver.store if key[2] == name]
+
+
+async def post_chunked(federation: Federation, body: bytes) -> RawResponse:
+    headers = (("Content-Type", "application/json"), ("Transfer-Encoding", "chunked"))
+    data = request_bytes(
+        "POST", CONFIGMAPS, token=federation.token(), headers=headers, body=body
+    )
+    return await raw_exchange(federation, data)
+
+
+async def test_chunked_body_over_the_limit_is_refused_and_never_completes_upstream(
+    federation: Federation,
+) -> None:
+    limit = LimitSettings().max_body_bytes
+    body = configmap("too-large", limit + 1024 * 1024)
+
+    response = await post_chunked(federation, chunked(body))
+    code, _, _ = await status_of(federation, federation.token())
+
+    assert response.statuses == (413,)
+    assert response.json() == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": f"the request body is larger than the limit of {limit} bytes",
+        "reason": "RequestEntityTooLarge",
+        "code": 413,
+    }
+    assert created(federation, "too-large") == []
+    assert code == 200
+
+
+async def test_chunked_body_within_the_limit_is_forwarded_whole(
+    federation: Federation,
+) -> None:
+    body = configmap("just-fits", LimitSettings().max_body_bytes)
+
+    response = await post_chunked(federation, chunked(body))
+
+    assert response.status == 201
+    assert response.json()["data"] == json.loads(body)["data"]
+    assert len(created(federation, "just-fits")) == 1
 
 
 async def test_header_over_the_limit_is_refused(federation: Federation) -> None:
