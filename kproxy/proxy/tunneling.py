@@ -120,6 +120,9 @@ async def tunnel(
 
 def requested_protocol(request: web.BaseRequest) -> str:
     """Return the protocol to ask the API server for, or refuse the request."""
+    # Only the head is written upstream: a body, chunked or not, would need framing
+    # and counting against maxBodyBytes of its own, and no upgrade kubectl makes
+    # carries one.
     if request.body_exists:
         raise BadRequestError("an upgrade request must not have a body")
     wanted = [token.strip() for token in request.headers.get(UPGRADE, "").split(",")]

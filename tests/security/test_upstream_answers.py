@@ -145,3 +145,30 @@ async def test_exec_in_another_universitys_namespace_is_forbidden(
 
     assert response.status == 403
     assert federation.forwarded() == []
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        (("Transfer-Encoding", "chunked"), b"5\r\nhello\r\n0\r\n\r\n"),
+        (("Content-Length", "5"), b"hello"),
+    ],
+    ids=["chunked", "content-length"],
+)
+async def test_upgrade_carrying_a_body_is_refused_before_the_api_server(
+    framing: tuple[tuple[str, str], bytes], federation: Federation
+) -> None:
+    header, body = framing
+    upgrade = request_bytes(
+        "GET",
+        EXEC + EXEC_QUERY,
+        token=federation.token(),
+        headers=(*websocket_headers(), header),
+        body=body,
+    )
+
+    response = await raw_exchange(federation, upgrade)
+
+    assert response.statuses == (400,)
+    assert response.json()["message"] == "an upgrade request must not have a body"
+    assert federation.forwarded() == []
