@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Final, Literal, Protocol
 
+import orjson
 from pydantic import Field
 
 from kproxy.configfile import Model
@@ -144,9 +145,19 @@ class AuditLog:
 
 
 def audit_line(record: RequestRecord, *, level: AuditLevel, body: bytes | None) -> str:
-    """One line of the audit log: the event as compact JSON, redacted."""
+    """One line of the audit log: the event as compact JSON, redacted.
+
+    orjson writes it, ten times faster than the standard encoder, since this runs for
+    every request. What orjson refuses is written by the standard encoder, escaped to
+    ASCII: header bytes that were not UTF-8 reach kproxy as lone surrogates, which
+    no UTF-8 file can hold, and a request object may hold integers beyond 64 bits.
+    """
     event = audit_event(record, level=level, body=body)
-    return redact(json.dumps(event, separators=(",", ":"), ensure_ascii=False)) + "\n"
+    try:
+        text = orjson.dumps(event).decode("utf-8")
+    except orjson.JSONEncodeError:
+        text = json.dumps(event, separators=(",", ":"))
+    return redact(text) + "\n"
 
 
 def audit_event(
@@ -347,13 +358,22 @@ class _Writer:
         try:
             while (batch := self.batches.take()) is not None:
                 for record, body in batch:
-                    line = audit_line(record, level=self.level, body=body)
-                    if self._attempt(self.sink.write, line):
+                    line = self._render(record, body)
+                    if line is not None and self._attempt(self.sink.write, line):
                         self.unflushed += 1
                 self._flush()
                 self.batches.rest(BATCH_SECONDS)
         finally:
             self._attempt(self.sink.close)
+
+    def _render(self, record: RequestRecord, body: bytes | None) -> str | None:
+        try:
+            return audit_line(record, level=self.level, body=body)
+        except Exception:
+            # A fault in one event must cost that event, never the audit trail.
+            logger.exception("cannot render the audit event of %s", record.request_id)
+            self.drop()
+            return None
 
     def _flush(self) -> None:
         if not self._attempt(self.sink.flush):
@@ -364,9 +384,12 @@ class _Writer:
     def _attempt(self, action: Callable[..., None], *args: str) -> bool:
         try:
             action(*args)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             if not self.failing:
-                logger.warning("cannot write the audit log: %s", exc.strerror or exc)
+                logger.warning(
+                    "cannot write the audit log: %s",
+                    getattr(exc, "strerror", None) or exc,
+                )
             self.failing = True
             return False
         if self.failing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -21,6 +22,7 @@ from kproxy.observe.audit import (
     AuditLog,
     AuditSettings,
     RotatingFile,
+    audit_line,
     rfc3339_micro,
 )
 from kproxy.observe.records import RequestRecord
@@ -317,3 +319,47 @@ def test_a_timestamp_names_its_moment_to_the_microsecond(seconds: float) -> None
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", written)
     moment = datetime.fromisoformat(written)
     assert abs(moment.timestamp() - seconds) <= 1e-6
+
+
+def test_header_bytes_that_are_not_utf8_are_written_escaped() -> None:
+    # aiohttp decodes such bytes to lone surrogates; a UTF-8 file cannot hold them.
+    record = dataclasses.replace(allowed_record(), user_agent="curl\udcff")
+
+    line = audit_line(record, level="Metadata", body=None)
+
+    assert line.isascii()
+    assert json.loads(line)["userAgent"] == "curl\udcff"
+
+
+def test_a_request_object_with_a_huge_integer_is_recorded_whole() -> None:
+    record = dataclasses.replace(allowed_record(), verb="create", resource="configmaps")
+    body = b'{"data": {"n": 123456789012345678901234567890}}'
+
+    line = audit_line(record, level="Request", body=body)
+
+    assert json.loads(line)["requestObject"] == json.loads(body)
+
+
+def test_an_event_that_cannot_be_rendered_is_dropped_not_the_trail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kproxy.observe import audit
+
+    original = audit.audit_line
+
+    def fragile(record: RequestRecord, **kwargs: Any) -> str:
+        if record.request_id == "broken":
+            raise RuntimeError("a rendering bug")
+        return original(record, **kwargs)
+
+    monkeypatch.setattr(audit, "audit_line", fragile)
+    log = AuditLog(AuditSettings(path="audit.log"), base_dir=tmp_path)
+    log.write(dataclasses.replace(allowed_record(), request_id="broken"))
+    log.write(dataclasses.replace(allowed_record(), request_id="after"))
+    log.close()
+
+    written = [
+        json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()
+    ]
+    assert [event["auditID"] for event in written] == ["after"]
+    assert log.dropped == 1

@@ -9,13 +9,16 @@ request.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.security.conftest import MODULE_LOOP
-from tests.security.federation import Federation
+from tests.security.federation import Federation, raw_exchange, request_bytes
 from tests.security.forging import rs256, scheduler_claims
 
 pytestmark = MODULE_LOOP
@@ -59,3 +62,53 @@ def _lines(path: Path) -> int:
         return len(path.read_text().splitlines())
     except FileNotFoundError:
         return 0
+
+
+async def test_bytes_that_are_not_utf8_cannot_stop_the_audit_trail(
+    federation: Federation,
+) -> None:
+    # aiohttp hands header bytes that are not UTF-8 on as lone surrogates (the
+    # request line refuses them), and a line holding one cannot be written as UTF-8.
+    # Had that stopped the writer, every later request would go unaudited.
+    audit = federation.directory / "audit.log"
+    bad = request_bytes(
+        "GET",
+        "/api/v1/namespaces/alpha/pods",
+        token=federation.token(),
+        headers=(("User-Agent", "not-utf8-\udcff\udcfe"),),
+    )
+    response = await raw_exchange(federation, bad)
+    # Such a header cannot be sent on to the API server either.
+    assert response.status == 400
+    async with federation.session() as session:
+        headers = {
+            "Authorization": f"Bearer {federation.token()}",
+            "User-Agent": "after-the-bad-bytes",
+        }
+        async with session.get("/api/v1/namespaces/alpha/pods", headers=headers) as r:
+            assert r.status == 200
+
+    events = await _events_until(
+        audit, lambda e: e["userAgent"] == "after-the-bad-bytes"
+    )
+    (odd,) = [e for e in events if e["userAgent"].startswith("not-utf8-")]
+    assert odd["userAgent"] == "not-utf8-\udcff\udcfe"
+    assert odd["responseStatus"]["code"] == 400
+
+
+async def _events_until(
+    audit: Path, done: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """Every event of the audit file once one satisfies ``done``; bounded wait."""
+    for _ in range(200):
+        events = _events(audit)
+        if any(done(event) for event in events):
+            return events
+        await asyncio.sleep(0.05)
+    raise AssertionError("the audit trail never recorded the request")
+
+
+def _events(audit: Path) -> list[dict[str, Any]]:
+    # Strict UTF-8 and JSON on every line: what a log shipper would demand.
+    text = audit.read_bytes().decode("utf-8") if audit.exists() else ""
+    return [json.loads(line) for line in text.splitlines()]
