@@ -14,6 +14,11 @@ that stopped as a broken connection and marks it to be closed, so the API server
 a request cut short, never a complete one, and the connection is not reused. The client
 gets the 413 ``Status`` kube-apiserver gives for its own limit, unless the API server
 had answered already (a refusal sent before reading the body): that answer is relayed.
+A body that stops arriving holds the request until the API server's answer is overdue
+(``upstream.responseHeaderTimeoutSeconds``), and is then refused as the client's fault,
+a 400, rather than reported as the API server's 504. That is also how a malformed chunk
+ends: aiohttp's server parser leaves the body of the request in progress waiting rather
+than failing it.
 
 Content is relayed as it is: kproxy neither decompresses nor re-encodes, and it never
 follows a redirect (a ``Location`` is the client's business, and following it would
@@ -48,7 +53,12 @@ import aiohttp
 from aiohttp import web
 
 from kproxy.auth.identity import UserInfo
-from kproxy.errors import RequestTooLargeError, UpstreamError
+from kproxy.errors import (
+    BadRequestError,
+    RequestTooLargeError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from kproxy.proxy.draining import drain_of
 from kproxy.proxy.headers import response_headers, upstream_headers
 from kproxy.proxy.upstream import Upstream
@@ -85,11 +95,20 @@ async def forward(
             headers=headers,
             data=None if body is None else body.chunks(),
         )
-    except UpstreamError:
-        # aiohttp reports the body kproxy stopped as a broken connection; the fault
-        # is the client's, not the API server's.
+    except UpstreamError as exc:
+        # Faults of the client's body are the client's, not the API server's: aiohttp
+        # reports the body kproxy stopped as a broken connection, and a body that
+        # stops arriving as an API server that did not answer in time.
         if body is not None and body.overflowed:
             raise body.refusal() from None
+        if (
+            body is not None
+            and not body.complete
+            and isinstance(exc, UpstreamTimeoutError)
+        ):
+            raise BadRequestError(
+                "the request body stopped arriving before it was complete"
+            ) from None
         raise
     try:
         return await _relay(request, answer)
@@ -103,12 +122,13 @@ class _BoundedBody:
     Only a count is kept, never the bytes, so the body stays streamed.
     """
 
-    __slots__ = ("_content", "_limit", "overflowed")
+    __slots__ = ("_content", "_limit", "complete", "overflowed")
 
     def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
         self._content = content
         self._limit = limit
         self.overflowed = False
+        self.complete = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the body as it arrives; raise ``RequestTooLargeError`` past the limit.
@@ -122,6 +142,7 @@ class _BoundedBody:
                 self.overflowed = True
                 raise self.refusal()
             yield chunk
+        self.complete = True
 
     def refusal(self) -> RequestTooLargeError:
         # kube-apiserver answers a body over its own limit with this code and reason.

@@ -89,7 +89,8 @@ class UpstreamSettings(Model):
     # server's own 60 s request timeout, so its answer wins; streams have no limit
     # once their head has arrived.
     # TODO: the request body is sent within this time too, so an upload slower than
-    # it fails with 504; a separate body timeout would lift that.
+    # it is refused (400, the body was not complete); a separate body timeout would
+    # let slow uploads through.
     response_header_timeout_seconds: float = Field(default=90.0, gt=0)
     idle_connection_timeout_seconds: float = Field(default=60.0, gt=0)
 

@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from kproxy.app import COMPONENTS
 from kproxy.config import LimitSettings
@@ -307,3 +308,53 @@ async def test_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
     assert refused.value.retry_after == 1
     with pytest.raises(TooManyRequestsError):
         limiter.check_rate("alpha")
+
+
+async def test_malformed_chunked_body_is_the_clients_fault_not_the_api_servers(
+    federation: Federation,
+) -> None:
+    assert federation.proxy is not None
+    metrics = federation.proxy.components.metrics
+    failures_before = _upstream_errors(metrics.registry)
+    headers = (("Content-Type", "application/json"), ("Transfer-Encoding", "chunked"))
+    head = request_bytes("POST", CONFIGMAPS, token=federation.token(), headers=headers)
+    first = chunked(configmap("malformed", 200 * 1024))[: 64 * 1024 + 9]
+
+    host, port = federation.host_port
+    reader, writer = await asyncio.open_connection(
+        host, port, ssl=federation.client_tls(), server_hostname="127.0.0.1"
+    )
+    # The head and a first chunk go first, so the request is being forwarded when the
+    # malformed chunk size arrives; sent at once, aiohttp's parser refuses it all.
+    writer.write(head + first)
+    await writer.drain()
+    await asyncio.sleep(0.5)
+    writer.write(b"not-hex\r\n")
+    await writer.drain()
+    try:
+        async with asyncio.timeout(30):
+            answer = await reader.read(65536)
+    finally:
+        writer.close()
+    code, _, _ = await status_of(federation, federation.token())
+
+    head_text, _, body = answer.partition(b"\r\n\r\n")
+    assert head_text.startswith(b"HTTP/1.1 400 ")
+    status = json.loads(body)
+    assert status["reason"] == "BadRequest"
+    assert (
+        status["message"] == "the request body stopped arriving before it was complete"
+    )
+    assert created(federation, "malformed") == []
+    assert _upstream_errors(metrics.registry) == failures_before
+    assert code == 200
+
+
+def _upstream_errors(registry: CollectorRegistry) -> float:
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        if metric.name == "kproxy_upstream_errors"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
