@@ -207,22 +207,26 @@ async def _copy_until_drained(
         await _copy(answer, response)
         return True
     copying = asyncio.create_task(_copy(answer, response), name="kproxy-forward-stream")
+    # However this handler ends (aiohttp cancels it when its client leaves, and may
+    # do so again while it waits below), the copy's outcome is read when it ends: a
+    # write that failed as the client left is not an unretrieved task exception.
+    copying.add_done_callback(_read_outcome)
     try:
         await asyncio.wait({copying, drain.begun()}, return_when=FIRST_COMPLETED)
     finally:
         if not copying.done():
             # Cancelled between whole chunks: the client has no partial one.
             copying.cancel()
-        # Let the copy end and read how it did even when this handler was cancelled
-        # (its client left): a write that failed at that moment must not become an
-        # unretrieved task exception.
         await asyncio.wait({copying})
-        if not copying.cancelled():
-            copying.exception()
     if copying.cancelled():
         return False
     copying.result()
     return True
+
+
+def _read_outcome(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _copy(answer: aiohttp.ClientResponse, response: web.StreamResponse) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import os
 import socket
@@ -13,8 +14,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from yarl import URL
 
+from kproxy.proxy.draining import install_drain
+from kproxy.proxy.forwarding import _copy_until_drained
 from kproxy.proxy.upstream import Upstream
 from tests.proxy.conftest import Pki, Proxy, Seen, ServeProxy, ServeUpstream
 
@@ -620,3 +624,58 @@ async def test_a_chunked_body_over_the_limit_is_413_and_cut_off_upstream(
     # The connection that carried the cut-off body was closed, not pooled again.
     _, cut_off, fresh = served.seen.peers
     assert fresh != cut_off
+
+
+class _StreamingAnswer:
+    """A watch's answer: one event, then nothing until the test ends."""
+
+    content_length = None
+
+    def __init__(self) -> None:
+        self.content = self
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        yield b'{"type":"ADDED"}\n'
+        await asyncio.Event().wait()
+
+
+class _LeavingClient:
+    """A client whose connection breaks during a write, as its handler is cancelled."""
+
+    def __init__(self) -> None:
+        self.writing = asyncio.Event()
+
+    async def write(self, chunk: bytes) -> None:
+        self.writing.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise aiohttp.ClientConnectionResetError("closing transport") from None
+
+
+async def test_a_stream_whose_client_leaves_mid_write_leaves_no_unread_error() -> None:
+    reported: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    app = web.Application()
+    install_drain(app)
+    request = make_mocked_request("GET", "/api/v1/pods?watch=true", app=app)
+    client = _LeavingClient()
+
+    handler = asyncio.create_task(
+        _copy_until_drained(request, _StreamingAnswer(), client)
+    )
+    await client.writing.wait()
+    # aiohttp cancels the handler when the client leaves, and may again while the
+    # handler waits for the copy to end.
+    handler.cancel()
+    await asyncio.sleep(0)
+    handler.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+    del handler
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gc.collect()
+
+    assert [c["message"] for c in reported] == []
