@@ -152,12 +152,16 @@ class Worker:
             f"/api/v1/namespaces/{NAMESPACE}/pods/{POD}/exec"
             "?command=echo&command=soak&stdout=true"
         )
-        async with self.session.ws_connect(
-            path, headers=self.headers(), protocols=("v5.channel.k8s.io",)
-        ) as ws:
-            async for _ in ws:
-                pass
-            return 101
+        try:
+            async with self.session.ws_connect(
+                path, headers=self.headers(), protocols=("v5.channel.k8s.io",)
+            ) as ws:
+                async for _ in ws:
+                    pass
+                return 101
+        except aiohttp.WSServerHandshakeError as refused:
+            # Any answer but 101 (a 429, say) is classified by its status.
+            return refused.status
 
     async def forbidden(self) -> int:
         async with self.session.get(

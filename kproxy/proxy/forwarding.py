@@ -75,7 +75,8 @@ async def forward(
     """Send ``request`` to the API server as ``user`` and stream its answer back.
 
     Raises ``RequestTooLargeError`` (413) when the body passes ``max_body_bytes``
-    before the answer starts, ``UpstreamError`` (502, 503, 504) when no answer could
+    before the answer starts, ``BadRequestError`` (400) when the body stopped arriving
+    before the answer was due, ``UpstreamError`` (502, 503, 504) when no answer could
     be had, and the errors of ``upstream_headers`` when the user or a header cannot
     be sent.
     """
