@@ -54,6 +54,7 @@ undoes: it lower-cases the name, then percent-decodes it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Final
@@ -226,6 +227,9 @@ def impersonation_headers(user: UserInfo) -> list[tuple[str, str]]:
     return headers
 
 
+# Extra keys are few (the policies' and kproxy's own) and come back on every request;
+# bounded all the same, since a policy may take keys from claims.
+@functools.lru_cache(maxsize=1024)
 def extra_key_escape(key: str) -> str:
     """Encode an extra key for a header name so that kube-apiserver decodes ``key``.
 
@@ -265,11 +269,12 @@ def extra_key_unescape(name_suffix: str) -> str:
 
 
 def _impersonation_value(kind: str, value: str) -> str:
+    # A printable value holds no control character; only others need the search.
     if (
         not value
         or value[0] in _WHITESPACE
         or value[-1] in _WHITESPACE
-        or _CONTROL.search(value)
+        or (not value.isprintable() and _CONTROL.search(value))
     ):
         raise ForbiddenError(
             f"refusing to impersonate {kind} {value!r}: "

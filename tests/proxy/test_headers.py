@@ -10,9 +10,12 @@ from multidict import CIMultiDict
 from kproxy.auth.identity import UserInfo
 from kproxy.errors import BadRequestError, ForbiddenError
 from kproxy.proxy.headers import (
+    IMPERSONATE_GROUP,
+    IMPERSONATE_USER,
     extra_key_escape,
     extra_key_unescape,
     header_lines,
+    impersonation_headers,
     response_headers,
     upstream_headers,
 )
@@ -215,6 +218,8 @@ def test_empty_username_is_refused_rather_than_sent() -> None:
         UserInfo(username="alice", uid="1\n"),
         UserInfo(username="alice", extra=MappingProxyType({"k": ("v\x00",)})),
         UserInfo(username="alice", extra=MappingProxyType({"": ("v",)})),
+        UserInfo(username="alice", groups=("ops\x7f",)),
+        UserInfo(username="alice\u00a0\x1bx"),
     ],
     ids=[
         "leading-space-user",
@@ -225,11 +230,23 @@ def test_empty_username_is_refused_rather_than_sent() -> None:
         "newline-uid",
         "nul-extra-value",
         "empty-extra-key",
+        "delete-in-group",
+        "escape-beside-a-non-printable-user",
     ],
 )
 def test_values_a_header_would_alter_are_refused(user: UserInfo) -> None:
     with pytest.raises(ForbiddenError):
         forwarded([], user)
+
+
+def test_values_python_calls_unprintable_but_headers_carry_are_sent() -> None:
+    # A no-break space is not printable to Python, yet no control character: a
+    # header carries it unchanged, so it must not be refused with the ones above.
+    user = UserInfo(username="alice\u00a0b", groups=("g\u00a0h",))
+    assert impersonation_headers(user) == [
+        (IMPERSONATE_USER, "alice\u00a0b"),
+        (IMPERSONATE_GROUP, "g\u00a0h"),
+    ]
 
 
 def test_non_utf8_client_header_value_is_a_bad_request() -> None:
