@@ -20,8 +20,6 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -44,7 +42,7 @@ from kproxy.errors import (
     StatusDetails,
     UpstreamError,
 )
-from kproxy.limiting import Bounds, Limiter
+from kproxy.limiting import Bounds, Limiter, Slots
 from kproxy.observe.access import log_access
 from kproxy.observe.audit import AuditLog
 from kproxy.observe.metrics import Metrics
@@ -169,23 +167,24 @@ async def _serve(
     return response
 
 
-@contextmanager
 def _admitted(
     request: web.Request,
     components: Components,
     identity: Identity,
     decision: Decision,
     info: RequestInfo,
-) -> Iterator[None]:
-    """Charge the request to its caller and university, or refuse it (413, 429)."""
+) -> Slots:
+    """Charge the request to its caller and university, or refuse it (413, 429).
+
+    The rate is charged at once; the slots returned are held while they are entered.
+    """
     _check_body_size(request, components.max_body_bytes)
     limiter = components.limiter
     university = decision.university or ""
     limiter.check_rate(university)
     caller = f"{identity.issuer} {identity.subject}"
     long_running = info.verb == "watch" or is_upgrade(request)
-    with limiter.in_flight(caller, university, long_running=long_running):
-        yield
+    return limiter.in_flight(caller, university, long_running=long_running)
 
 
 def _check_body_size(request: web.Request, limit: int) -> None:

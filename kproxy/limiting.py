@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -91,6 +90,31 @@ class _Counts:
             self.held.pop(key, None)
 
 
+class Slots:
+    """The concurrency slots of one request: taken on entry, given back on exit.
+
+    A class rather than a generator, since every request enters one.
+    """
+
+    __slots__ = ("_slots",)
+
+    def __init__(self, slots: list[tuple[_Counts, str, str]]) -> None:
+        self._slots = slots
+
+    def __enter__(self) -> None:
+        for counts, key, what in self._slots:
+            if counts.full(key):
+                raise TooManyRequestsError(
+                    f"too many concurrent {what} {key!r}", retry_after=1
+                )
+        for counts, key, _ in self._slots:
+            counts.add(key)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for counts, key, _ in self._slots:
+            counts.remove(key)
+
+
 class Limiter:
     """Admits or refuses requests by rate and by what their callers already hold."""
 
@@ -122,34 +146,21 @@ class Limiter:
                 retry_after=max(1, math.ceil(wait)),
             )
 
-    @contextmanager
-    def in_flight(
-        self, identity: str, university: str, *, long_running: bool
-    ) -> Iterator[None]:
-        """Hold a slot for one request until the block ends, or raise a 429 error."""
+    def in_flight(self, identity: str, university: str, *, long_running: bool) -> Slots:
+        """Slots for one request, held while the returned context is open.
+
+        Entering it raises a 429 error when any of them is full.
+        """
         slots = [
-            (self._identities, identity, f"requests for user {identity!r}"),
-            (self._universities, university, f"requests for university {university!r}"),
+            (self._identities, identity, "requests for user"),
+            (self._universities, university, "requests for university"),
         ]
         if long_running:
             slots += [
-                (self._long_identities, identity, f"streams for user {identity!r}"),
-                (
-                    self._long_universities,
-                    university,
-                    f"streams for university {university!r}",
-                ),
+                (self._long_identities, identity, "streams for user"),
+                (self._long_universities, university, "streams for university"),
             ]
-        for counts, key, what in slots:
-            if counts.full(key):
-                raise TooManyRequestsError(f"too many concurrent {what}", retry_after=1)
-        for counts, key, _ in slots:
-            counts.add(key)
-        try:
-            yield
-        finally:
-            for counts, key, _ in slots:
-                counts.remove(key)
+        return Slots(slots)
 
     def held(self) -> dict[str, int]:
         """Slots held now, by table, for tests and the soak report."""
