@@ -11,6 +11,10 @@ none), and memory, open file descriptors and asyncio tasks after the warm-up and
 the end (the target is flat). Everything runs in one process, so memory and
 descriptors include the stand-ins and the load generator; they are held steady (one
 client session per worker) so that growth points at kproxy.
+
+With ``--trace-memory`` it also says where Python's own heap grew between the end of
+the warm-up and the end of the run (``tracemalloc``, by source line), which tells live
+objects apart from memory the allocator keeps. Tracing slows the run several times.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import ssl
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -188,16 +193,24 @@ class _suppress_timeout:  # noqa: N801 - used as a statement, like contextlib's
         return kind is TimeoutError
 
 
-async def soak(seconds: float, workers: int, warmup: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="kproxy-soak-") as directory:
-        federation = LocalFederation(
-            workdir=Path(directory), policy_dir=ROOT / "policies"
-        )
-        await federation.start()
-        try:
-            return await _drive(federation, seconds, workers, warmup)
-        finally:
-            await federation.stop()
+async def soak(
+    seconds: float, workers: int, warmup: float, *, trace_memory: bool = False
+) -> dict[str, Any]:
+    if trace_memory:
+        tracemalloc.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="kproxy-soak-") as directory:
+            federation = LocalFederation(
+                workdir=Path(directory), policy_dir=ROOT / "policies"
+            )
+            await federation.start()
+            try:
+                return await _drive(federation, seconds, workers, warmup)
+            finally:
+                await federation.stop()
+    finally:
+        if trace_memory:
+            tracemalloc.stop()
 
 
 async def _drive(
@@ -215,6 +228,7 @@ async def _drive(
     started = time.monotonic()
     try:
         await asyncio.gather(*(c.run(started + warmup) for c in clients))
+        heap_at_start = _heap()
         at_start = process_state()
         served_at_start = tally.served
         measured = time.monotonic()
@@ -222,6 +236,7 @@ async def _drive(
         await asyncio.gather(*(c.run(measured + seconds) for c in clients))
         ended = time.monotonic()
         rss_samples = await samples
+        heap_growth = _growth(heap_at_start, _heap())
     finally:
         forgetting.cancel()
         for client in clients:
@@ -241,6 +256,32 @@ async def _drive(
         "start": at_start,
         "end": at_end,
         "rss_kib_every_30s": rss_samples,
+        **heap_growth,
+    }
+
+
+def _heap() -> tracemalloc.Snapshot | None:
+    if not tracemalloc.is_tracing():
+        return None
+    return tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+
+
+def _growth(
+    before: tracemalloc.Snapshot | None, after: tracemalloc.Snapshot | None
+) -> dict[str, Any]:
+    """Python's heap growth over the measured run: in total, and its largest lines."""
+    if before is None or after is None:
+        return {}
+    lines = after.compare_to(before, "lineno")
+    return {
+        "python_heap_growth_kib": round(sum(s.size_diff for s in lines) / 1024, 1),
+        "python_heap_growth_by_line": [
+            f"{s.traceback[0].filename}:{s.traceback[0].lineno} "
+            f"{s.size_diff / 1024:+.1f} KiB in {s.count_diff:+d} blocks"
+            for s in lines[:12]
+        ],
     }
 
 
@@ -280,8 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--warmup", type=float, default=20.0)
     parser.add_argument("--output", type=Path, help="also write the result as JSON")
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="report where Python's heap grew (tracemalloc; several times slower)",
+    )
     args = parser.parse_args(argv)
-    result = asyncio.run(soak(args.seconds, args.workers, args.warmup))
+    result = asyncio.run(
+        soak(args.seconds, args.workers, args.warmup, trace_memory=args.trace_memory)
+    )
     text = json.dumps(result, indent=2)
     print(text)
     if args.output is not None:
