@@ -88,9 +88,9 @@ class UpstreamSettings(Model):
     # From sending a request until the answer's head arrives. Longer than the API
     # server's own 60 s request timeout, so its answer wins; streams have no limit
     # once their head has arrived.
-    # TODO: the request body is sent within this time too, so an upload slower than
-    # it is refused (400, the body was not complete); a separate body timeout would
-    # let slow uploads through.
+    # The request body is sent within this time too. That costs no upload the API
+    # server would take: its timeout for short requests also runs while it reads the
+    # body, so it answers a slower upload (504) before this fires.
     response_header_timeout_seconds: float = Field(default=90.0, gt=0)
     idle_connection_timeout_seconds: float = Field(default=60.0, gt=0)
 
