@@ -14,7 +14,9 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from bench.federation import (
@@ -29,6 +31,8 @@ from bench.upstream import POD_PATH
 from kproxy.auth.config import AuthenticationSettings
 from kproxy.auth.verifying import TokenAuthenticator
 from kproxy.policy.attributes import parse_request
+from kproxy.policy.matching import ALL_VERBS, RuleIndex
+from kproxy.policy.policyset import PolicySet
 from kproxy.policy.reloading import PolicyStore
 from kproxy.policy.settings import FederationSettings
 
@@ -103,6 +107,12 @@ async def _measure(
     decide = _rounds(
         lambda: policies.decide(identity, info), calls=calls * 20, rounds=rounds
     )
+    scanning = _unindexed(policies)
+    if scanning.decide(identity, info).decided_by != first.decided_by:
+        raise RuntimeError("the policies without their index decided otherwise")
+    decide_scanning = _rounds(
+        lambda: scanning.decide(identity, info), calls=calls * 20, rounds=rounds
+    )
     parse = _rounds(
         lambda: parse_request("GET", POD_PATH, ""), calls=calls * 20, rounds=rounds
     )
@@ -121,6 +131,7 @@ async def _measure(
         "authenticate_cached_seconds": statistics.median(cached),
         "parse_request_seconds": statistics.median(parse),
         "decide_seconds": statistics.median(decide),
+        "decide_unindexed_seconds": statistics.median(decide_scanning),
         "decide_first_seconds": statistics.median(first_decide),
     }
     medians["cached_request_seconds"] = (
@@ -134,6 +145,33 @@ async def _measure(
         "decided_by": first.decided_by,
         **medians,
     }
+
+
+def _unindexed(policies: PolicySet) -> PolicySet:
+    """The same policies with every rule tried in file order: what the index saves."""
+    return policies.with_universities(
+        {
+            name: replace(
+                university,
+                denies=_in_file_order(university.denies),
+                allows=_in_file_order(university.allows),
+            )
+            for name, university in policies.universities.items()
+        }
+    )
+
+
+def _in_file_order(index: RuleIndex) -> RuleIndex:
+    # A rule indexed under several keys is one object; each is tried once.
+    found = {
+        id(rule): rule
+        for rules in (*index.keyed.values(), *index.unkeyed.values())
+        for rule in rules
+    }
+    ordered = tuple(sorted(found.values(), key=lambda rule: rule.order))
+    return RuleIndex(
+        MappingProxyType({}), MappingProxyType(dict.fromkeys(ALL_VERBS, ordered))
+    )
 
 
 def _policy_set(universities: int, rules: int) -> Any:

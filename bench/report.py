@@ -204,6 +204,10 @@ def _decision_lines(decisions: dict[str, Any]) -> list[str]:
         ("authenticate, cached token", "authenticate_cached_seconds"),
         ("parse request attributes", "parse_request_seconds"),
         ("decide, identity already mapped", "decide_seconds"),
+        (
+            "decide, every rule tried in file order (without the rule index)",
+            "decide_unindexed_seconds",
+        ),
         ("decide, first request of an identity", "decide_first_seconds"),
         ("cached authenticate + decide", "cached_request_seconds"),
     )
@@ -215,7 +219,11 @@ def _decision_lines(decisions: dict[str, Any]) -> list[str]:
         "| step | µs per call |",
         "|---|---:|",
     ]
-    lines += [f"| {label} | {decisions[key] * 1e6:,.1f} |" for label, key in rows]
+    lines += [
+        f"| {label} | {decisions[key] * 1e6:,.1f} |"
+        for label, key in rows
+        if key in decisions  # results written before a step was measured lack it
+    ]
     profile = decisions.get("decide_profile") or []
     if profile:
         lines += [

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import load, measuring, report, watching
+from bench import decisions, load, measuring, report, watching
 from bench.federation import new_issuer
 from bench.load import Endpoint
 from bench.processes import started
@@ -147,6 +147,16 @@ def test_a_measured_target_renders_with_every_verdict(
     # matplotlib is installed by the benchmark only, so plots are left out here.
     page = report.write(results, docs=tmp_path, with_plots=False)
     assert "| GET requests/s, 32 connections |" in page.read_text()
+
+
+def test_the_steps_are_timed_with_and_without_the_rule_index() -> None:
+    # decisions.run raises if the policies without their index decide otherwise.
+    timed = decisions.run(universities=3, rules=4, calls=2, rounds=1)
+
+    assert timed["decided_by"].endswith("rules[3] (pods)")
+    seconds = {key: value for key, value in timed.items() if key.endswith("_seconds")}
+    assert set(seconds) >= {"decide_seconds", "decide_unindexed_seconds"}
+    assert all(value > 0 for value in seconds.values())
 
 
 def test_the_relay_answers_as_the_upstream_does(tmp_path: Path) -> None:
