@@ -227,8 +227,8 @@ def impersonation_headers(user: UserInfo) -> list[tuple[str, str]]:
     return headers
 
 
-# Extra keys are few (the policies' and kproxy's own) and come back on every request;
-# bounded all the same, since a policy may take keys from claims.
+# Extra keys come from the configuration and the policies, so they are few and come
+# back on every request; the cache is bounded all the same.
 @functools.lru_cache(maxsize=1024)
 def extra_key_escape(key: str) -> str:
     """Encode an extra key for a header name so that kube-apiserver decodes ``key``.
