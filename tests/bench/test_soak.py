@@ -18,7 +18,7 @@ async def test_a_short_soak_answers_every_kind_without_a_kproxy_error() -> None:
     assert kinds == set(soak.EXPECTED)
     assert result["kproxy_errors"] == {}
     assert result["unhandled_task_exceptions"] == {}
-    assert result["end"]["open_fds"] > 0
+    assert result["served"] > 0  # after the warm-up, where the figures come from
     growth = result["python_heap_growth_by_line"]
     assert growth
     assert all(".py:" in line and "KiB in" in line for line in growth)
